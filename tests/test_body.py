@@ -7,8 +7,8 @@ from perennial.body.anny import PART_NAMES, AnnyTemplate
 from perennial.body.lbs import (
     SurfaceQuery,
     blend_transforms,
-    invert_transforms,
     inverse_lbs,
+    invert_transforms,
     skin_points,
 )
 from perennial.body.rig import ANNY_BONES, ANNY_PARENTS
@@ -93,9 +93,9 @@ def test_part_labels(template):
     assert (counts > 50).all(), dict(zip(PART_NAMES, counts.tolist()))
     rv, tr = template.rest_pose(1)
     v = template(rv, tr).vertices[0]
-    x = lambda name: v[template.part_labels == PART_NAMES.index(name), 0].mean()  # noqa: E731
+    x = lambda name: v[template.part_labels == PART_NAMES.index(name), 0].mean()
     assert x("hand.L") > 0.3 and x("hand.R") < -0.3  # Anny's left is +X
-    z = lambda name: v[template.part_labels == PART_NAMES.index(name), 2].mean()  # noqa: E731
+    z = lambda name: v[template.part_labels == PART_NAMES.index(name), 2].mean()
     assert z("head") > z("torso") > z("upperleg.L") > z("lowerleg.L") > z("foot.L")
 
 

@@ -189,4 +189,4 @@ def write_preview(capture: Capture, path: str | Path) -> Path:
     return save_png(path, preview_sheet(capture))
 
 
-__all__ = ["SynthConfig", "synthesize", "ring_cameras", "write_preview"]
+__all__ = ["SynthConfig", "ring_cameras", "synthesize", "write_preview"]

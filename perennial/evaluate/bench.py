@@ -54,7 +54,7 @@ def bench_body(repeats: int = 10) -> dict:
         for B in (1, 64):
             rv = torch.randn(B, template.num_bones, 3, generator=g) * 0.2
             tr = torch.zeros(B, 3)
-            res[f"forward_B{B}_ms"] = median_ms(lambda: template(rv, tr), repeats)
+            res[f"forward_B{B}_ms"] = median_ms(lambda rv=rv, tr=tr: template(rv, tr), repeats)
     return res
 
 
