@@ -1,0 +1,306 @@
+"""The avatar on disk: immutable versions, one atomic ``current`` switch, one writer.
+
+Layout::
+
+    <avatar>/
+      avatar.json                  identity: schema, body template + phenotype, method
+      versions/<n>/weights.safetensors, state.json, metrics.json
+      current -> versions/<n>      symlink, replaced atomically
+      lock                         flock'ed by the one writer (released by the OS if it dies)
+
+``avatar.json`` never changes after creation; everything that changes with an
+update (appearances, history entry, checksums) lives in the version's
+``state.json``. A version directory is written under a temporary name, fsync'ed,
+renamed into place, and only then does ``current`` move, so an update that dies
+at any moment leaves the previous version current and loadable. Weights are
+safetensors (no pickle: opening an avatar runs no code), checked against the
+SHA-256 recorded in ``state.json`` and against the shapes and dtypes the caller
+expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SCHEMA = "perennial-avatar"
+SCHEMA_VERSION = 1
+
+
+class AvatarError(ValueError):
+    """A problem with an avatar on disk; the message names the file and what is wrong."""
+
+
+class AvatarBusy(AvatarError):
+    """Another process is writing this avatar."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AvatarError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AvatarError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise AvatarError(f"{path}: expected a JSON object")
+    return doc
+
+
+@dataclass
+class Version:
+    """One complete version of an avatar.
+
+    Attributes:
+        number: version number n (``versions/<n>``).
+        path: its directory.
+        state: the parsed ``state.json`` (appearances, history entry, checksums).
+        metrics: the parsed ``metrics.json``.
+    """
+
+    number: int
+    path: Path
+    state: dict
+    metrics: dict
+
+
+class AvatarStore:
+    """An avatar folder.
+
+    Args:
+        root: the avatar folder.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def meta_path(self) -> Path:
+        return self.root / "avatar.json"
+
+    def exists(self) -> bool:
+        return self.meta_path.exists()
+
+    def meta(self) -> dict:
+        """The parsed, checked ``avatar.json``."""
+        if not self.root.is_dir():
+            raise AvatarError(f"{self.root}: no such avatar folder")
+        doc = _read_json(self.meta_path)
+        if doc.get("schema") != SCHEMA:
+            raise AvatarError(f"{self.meta_path}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
+        if doc.get("version") != SCHEMA_VERSION:
+            raise AvatarError(
+                f"{self.meta_path}: version {doc.get('version')!r} is not supported "
+                f"(this perennial reads version {SCHEMA_VERSION})"
+            )
+        for key in ("body", "method"):
+            if key not in doc:
+                raise AvatarError(f"{self.meta_path}: field {key!r} is missing")
+        return doc
+
+    def initialise(self, body: dict, method: str, extra: dict | None = None) -> None:
+        """Create the folder and its ``avatar.json`` (refuses an existing avatar)."""
+        if self.exists():
+            raise AvatarError(f"{self.root}: an avatar already exists here")
+        if self.root.exists() and any(p.name != "lock" for p in self.root.iterdir()):
+            raise AvatarError(f"{self.root}: folder exists and is not empty")
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "versions").mkdir(exist_ok=True)
+        doc = {"schema": SCHEMA, "version": SCHEMA_VERSION, "body": body, "method": method,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}  # fmt: skip
+        tmp = self.root / f".avatar.json.{uuid.uuid4().hex[:8]}"
+        _write_file(tmp, (json.dumps(doc, indent=1) + "\n").encode())
+        os.replace(tmp, self.meta_path)
+        _fsync_dir(self.root)
+
+    # ------------------------------------------------------------------ writer lock
+    @contextlib.contextmanager
+    def lock(self):
+        """Exclusive writer lock; a second writer fails at once with :class:`AvatarBusy`.
+
+        The lock is an ``flock`` on ``<avatar>/lock``: the kernel drops it when the
+        holder exits or is killed, so a crash never leaves the avatar locked.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                raise AvatarBusy(f"{self.root}: busy, being updated by {holder}; try again when it ends") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ versions
+    def version_numbers(self) -> list[int]:
+        vdir = self.root / "versions"
+        if not vdir.is_dir():
+            return []
+        return sorted(int(p.name) for p in vdir.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def current_number(self) -> int | None:
+        """The current version number, or None for an avatar with no version yet."""
+        link = self.root / "current"
+        if not link.is_symlink():
+            if link.exists():
+                raise AvatarError(f"{link}: expected a symlink to versions/<n>")
+            return None
+        target = os.readlink(link)
+        name = Path(target).name
+        if Path(target).parent.name != "versions" or not name.isdigit():
+            raise AvatarError(f"{link}: points to {target!r}, expected versions/<n>")
+        if not (self.root / "versions" / name).is_dir():
+            raise AvatarError(f"{link}: points to {target!r}, which does not exist")
+        return int(name)
+
+    def version(self, number: int | None = None) -> Version:
+        """A version (the current one by default), with its JSON files parsed."""
+        self.meta()
+        n = self.current_number() if number is None else number
+        if n is None:
+            raise AvatarError(f"{self.root}: the avatar has no complete version yet")
+        path = self.root / "versions" / str(n)
+        if not path.is_dir():
+            raise AvatarError(f"{path}: no such version (have {self.version_numbers()})")
+        return Version(n, path, _read_json(path / "state.json"), _read_json(path / "metrics.json"))
+
+    def write_version(self, tensors: dict[str, Tensor], state: dict, metrics: dict, switch: bool = True) -> Version:
+        """Write a complete new version and (by default) make it current.
+
+        Call inside :meth:`lock`. The version directory is written under a
+        temporary name and renamed, then ``current`` is replaced atomically.
+        """
+        vdir = self.root / "versions"
+        vdir.mkdir(parents=True, exist_ok=True)
+        n = max(self.version_numbers(), default=0) + 1
+        tmp = vdir / f".tmp-{n}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            from safetensors.torch import save
+
+            blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+            _write_file(tmp / "weights.safetensors", blob)
+            state = {**state, "weights_sha256": hashlib.sha256(blob).hexdigest(), "version": n,
+                     "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+            _write_file(tmp / "state.json", (json.dumps(state, indent=1) + "\n").encode())
+            _write_file(tmp / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
+            _fsync_dir(tmp)
+            os.rename(tmp, vdir / str(n))
+            _fsync_dir(vdir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if switch:
+            self.switch(n)
+        return self.version(n)
+
+    def switch(self, number: int) -> None:
+        """Make version ``number`` current (atomic symlink replacement)."""
+        if not (self.root / "versions" / str(number)).is_dir():
+            raise AvatarError(f"{self.root}: no version {number} (have {self.version_numbers()})")
+        tmp = self.root / f".current-{uuid.uuid4().hex[:8]}"
+        os.symlink(f"versions/{number}", tmp)
+        os.replace(tmp, self.root / "current")
+        _fsync_dir(self.root)
+
+    def clean_partial(self) -> list[Path]:
+        """Remove leftovers of interrupted writes (temporary version dirs and links)."""
+        removed = []
+        for p in list((self.root / "versions").glob(".tmp-*")) + list(self.root.glob(".current-*")):
+            if p.is_symlink() or p.is_file():
+                p.unlink()
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        return removed
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` versions; the current one is always kept."""
+        if keep < 1:
+            raise AvatarError(f"{self.root}: --keep must be at least 1")
+        nums, cur = self.version_numbers(), self.current_number()
+        doomed = [n for n in nums[:-keep] if n != cur]
+        for n in doomed:
+            shutil.rmtree(self.root / "versions" / str(n))
+        return doomed
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self, version: Version, expected: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None) -> dict[str, Tensor]:
+        """Load a version's tensors, strictly.
+
+        Args:
+            version: which version.
+            expected: optional name -> (shape, dtype); every name must be present
+                with that shape and dtype, and no other name may be.
+
+        Raises:
+            AvatarError: missing, truncated or edited file (checksum), or a tensor
+                whose name, shape or dtype differs from ``expected``.
+        """
+        path = version.path / "weights.safetensors"
+        if not path.exists():
+            raise AvatarError(f"{path}: missing")
+        want = version.state.get("weights_sha256")
+        if want and _sha256(path) != want:
+            raise AvatarError(f"{path}: checksum differs from state.json (the file was truncated or edited)")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise AvatarError(f"{path}: not a readable safetensors file ({e})") from None
+        if expected is not None:
+            missing = sorted(set(expected) - set(tensors))
+            extra = sorted(set(tensors) - set(expected))
+            if missing or extra:
+                raise AvatarError(f"{path}: tensor names differ (missing {missing[:5]}, unexpected {extra[:5]})")
+            for name, (shape, dtype) in expected.items():
+                t = tensors[name]
+                if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+                    raise AvatarError(
+                        f"{path}: tensor {name!r} is {tuple(t.shape)} {t.dtype}, expected {tuple(shape)} {dtype}"
+                    )
+        return tensors
