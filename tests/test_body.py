@@ -155,3 +155,16 @@ def test_inverse_transform_gradcheck():
     T.requires_grad_(True)
     p = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda T, p: invert_transforms(blend_transforms(w, T), p), (T, p))
+
+
+def test_far_points_get_valid_weights(template):
+    rv, tr = template.rest_pose(1)
+    out = template(rv, tr)
+    q = SurfaceQuery(out.vertices[0], template.faces)
+    far = torch.tensor([[5.0, 5.0, 5.0]])
+    hit = q.closest(far, max_dist=0.5)
+    assert hit.face.item() == -1 and hit.distance.item() > 1e9
+    w = q.weights(hit, template.dense_skin_weights())
+    assert torch.allclose(w.sum(1), torch.ones(1))
+    res = inverse_lbs(far, q, q, template.dense_skin_weights(), out.transforms[0], max_dist=0.5)
+    assert torch.isfinite(res.canonical).all()

@@ -59,7 +59,7 @@ def _closest_point_kernel():
                 dist[tid] = wp.length(wp.mesh_eval_position(mesh, q.face, q.u, q.v) - p)
             else:
                 face[tid] = -1
-                bary[tid] = wp.vec3(0.0, 0.0, 0.0)
+                bary[tid] = wp.vec3(1.0, 0.0, 0.0)  # valid weights (triangle 0's first vertex)
                 dist[tid] = 1.0e10
 
         _KERNEL = closest
@@ -94,7 +94,8 @@ class SurfaceQuery:
     def closest(self, points: Tensor, max_dist: float = 10.0) -> SurfacePoint:
         """Closest surface points of (N, 3) query points within ``max_dist`` metres.
 
-        Points farther than ``max_dist`` get face -1 and distance 1e10.
+        Points farther than ``max_dist`` get face -1, distance 1e10 and the
+        barycentrics (1, 0, 0), so that :meth:`weights` stays a valid partition of unity.
         """
         wp = warp()
         n = points.shape[0]
