@@ -1,1 +1,40 @@
-"""perennial.motion"""
+"""perennial.motion: motion clips, BVH import and retargeting onto Anny, motion banks.
+
+Light to import: the Anny model is only loaded when a function needs it.
+"""
+
+from perennial.motion.bank import BankEntry, BankReport, MotionBank, import_bank, load_bank
+from perennial.motion.bvh import BVH, BVHError, BVHJoint, parse_bvh, read_bvh
+from perennial.motion.clip import MotionClip, MotionFormatError, load_motion
+from perennial.motion.retarget import (
+    CMU_BONE_MAP,
+    AnnyRestInfo,
+    BoneMap,
+    RetargetError,
+    load_bone_map,
+    rest_info,
+    retarget,
+)
+
+__all__ = [
+    "BVH",
+    "CMU_BONE_MAP",
+    "AnnyRestInfo",
+    "BVHError",
+    "BVHJoint",
+    "BankEntry",
+    "BankReport",
+    "BoneMap",
+    "MotionBank",
+    "MotionClip",
+    "MotionFormatError",
+    "RetargetError",
+    "import_bank",
+    "load_bank",
+    "load_bone_map",
+    "load_motion",
+    "parse_bvh",
+    "read_bvh",
+    "rest_info",
+    "retarget",
+]

@@ -1,0 +1,506 @@
+"""A small, dependency-free BVH (Biovision Hierarchy) reader with forward kinematics.
+
+Supported: any single-root hierarchy; joint names (the rest of the ``ROOT``/``JOINT``
+line, so names with spaces survive); ``OFFSET``; ``CHANNELS`` with any number and
+order of ``X/Y/Zposition`` and ``X/Y/Zrotation`` channels (3- and 6-channel joints
+are the usual cases, 0 channels is allowed); ``End Site`` blocks; the ``MOTION``
+section with ``Frames:`` and ``Frame Time:`` and one line of numbers per frame.
+
+Conventions (the usual ones, also Blender's):
+
+- Rotation channels are Euler angles in degrees, composed in the order they are
+  listed: ``CHANNELS 3 Zrotation Xrotation Yrotation`` gives the local rotation
+  ``Rz(a) @ Rx(b) @ Ry(c)`` acting on column vectors.
+- Position channels give the joint's local translation and *replace* the matching
+  component of its ``OFFSET`` (the root's offset is normally zero, so for the root
+  they are its position in the file's world frame).
+- A joint's world rotation is its parent's world rotation times its local
+  rotation; its world position is ``parent_pos + parent_rot @ local_translation``.
+  At rest (all channels zero) every world rotation is the identity.
+
+Units and axes are the file's own (CMU: Y up, about 0.056444 m per unit); the
+reader does not convert them. Malformed files raise :class:`BVHError` naming the
+file and line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BVH", "BVHError", "BVHJoint", "euler_to_matrix", "parse_bvh", "read_bvh"]
+
+_CHANNELS = ("Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation")
+
+
+class BVHError(ValueError):
+    """A malformed BVH file; the message names the file and the line."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        where = f"{path}" if line is None else f"{path}, line {line}"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+        self.reason = message
+
+
+@dataclass
+class BVHJoint:
+    """One joint of a BVH hierarchy.
+
+    Attributes:
+        name: joint name as written in the file.
+        parent: index of the parent joint, -1 for the root.
+        offset: (3,) rest offset from the parent joint, file units.
+        channels: channel names in file order (e.g. ``("Zrotation", "Xrotation", "Yrotation")``).
+        channel_start: column of the first channel of this joint in the motion data.
+        end_sites: (K, 3) offsets of this joint's ``End Site`` blocks (K is 0 or 1 in
+            practice), file units.
+    """
+
+    name: str
+    parent: int
+    offset: np.ndarray
+    channels: tuple[str, ...]
+    channel_start: int
+    end_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+
+def _axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices about the X, Y or Z axis by ``angle`` radians."""
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = {"X": (1, 2), "Y": (2, 0), "Z": (0, 1)}[axis]
+    k = 3 - i - j
+    R = np.zeros(angle.shape + (3, 3))
+    R[..., k, k] = 1.0
+    R[..., i, i] = c
+    R[..., j, j] = c
+    R[..., i, j] = -s
+    R[..., j, i] = s
+    return R
+
+
+def euler_to_matrix(order: str, degrees: np.ndarray) -> np.ndarray:
+    """Intrinsic Euler angles to rotation matrices, BVH style.
+
+    Args:
+        order: axis letters in channel order, e.g. ``"ZXY"``.
+        degrees: (..., len(order)) angles in degrees, same order.
+
+    Returns:
+        (..., 3, 3) ``R_order[0](a0) @ R_order[1](a1) @ ...`` (column vectors).
+    """
+    rad = np.radians(np.asarray(degrees, dtype=np.float64))
+    if not order:
+        return np.broadcast_to(np.eye(3), rad.shape[:-1] + (3, 3)).copy()
+    out = _axis_rotation(order[0], rad[..., 0])
+    for k in range(1, len(order)):
+        out = out @ _axis_rotation(order[k], rad[..., k])
+    return out
+
+
+@dataclass
+class BVH:
+    """A parsed BVH file.
+
+    Attributes:
+        joints: joints in file order (parents before children).
+        frame_time: seconds per frame.
+        motion: (F, C) float64 channel values, C = total channel count; rotations in
+            degrees, positions in file units.
+        path: file the data came from (for messages), or a label.
+    """
+
+    joints: list[BVHJoint]
+    frame_time: float
+    motion: np.ndarray
+    path: str = "<bvh>"
+
+    @property
+    def names(self) -> list[str]:
+        """Joint names in file order."""
+        return [j.name for j in self.joints]
+
+    @property
+    def parents(self) -> list[int]:
+        """Parent index per joint (-1 for the root)."""
+        return [j.parent for j in self.joints]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(J, 3) rest offsets from the parent, file units."""
+        return np.stack([j.offset for j in self.joints])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.motion.shape[0])
+
+    @property
+    def fps(self) -> float:
+        """Frames per second, ``1 / frame_time``."""
+        return 1.0 / self.frame_time
+
+    def subset(self, frames: slice | np.ndarray) -> BVH:
+        """The same hierarchy with a selection of frames (e.g. ``slice(0, 60)``)."""
+        return BVH(self.joints, self.frame_time, self.motion[frames].copy(), self.path)
+
+    def index(self, name: str) -> int:
+        """Index of the joint called ``name``.
+
+        Raises:
+            KeyError: no such joint (the message lists the joints).
+        """
+        for i, j in enumerate(self.joints):
+            if j.name == name:
+                return i
+        raise KeyError(f"{self.path}: no joint {name!r}; joints: {', '.join(self.names)}")
+
+    def local_transforms(
+        self, frames: slice | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-joint local rotations and translations.
+
+        Args:
+            frames: optional selection of frames (slice or index array); all by default.
+
+        Returns:
+            rotations (F, J, 3, 3) and translations (F, J, 3) (file units, relative
+            to the parent joint, in the parent's frame).
+        """
+        data = self.motion if frames is None else self.motion[frames]
+        F = data.shape[0]
+        J = len(self.joints)
+        rot = np.broadcast_to(np.eye(3), (F, J, 3, 3)).copy()
+        trans = np.broadcast_to(self.offsets, (F, J, 3)).copy()
+        groups: dict[
+            str, tuple[list[int], list[list[int]]]
+        ] = {}  # rotation order -> joints, columns
+        for j, joint in enumerate(self.joints):
+            order, cols = [], []
+            for k, ch in enumerate(joint.channels):
+                col = joint.channel_start + k
+                if ch.endswith("position"):
+                    trans[:, j, "XYZ".index(ch[0])] = data[:, col]
+                else:
+                    order.append(ch[0])
+                    cols.append(col)
+            if order:
+                js, cs = groups.setdefault("".join(order), ([], []))
+                js.append(j)
+                cs.append(cols)
+        for order, (js, cs) in groups.items():  # all joints with one rotation order at once
+            rot[:, js] = euler_to_matrix(order, data[:, np.asarray(cs)])
+        return rot, trans
+
+    def forward_kinematics(
+        self, frames: slice | np.ndarray | None = None, rest: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """World joint positions and rotations.
+
+        Args:
+            frames: optional selection of frames; all by default.
+            rest: if True, ignore the motion and return the rest pose (one frame,
+                all channels zero, joints at their offsets).
+
+        Returns:
+            positions (F, J, 3) in file units and world rotations (F, J, 3, 3) in the
+            file's world frame (identity for every joint at rest).
+        """
+        if rest:
+            rot = np.broadcast_to(np.eye(3), (1, len(self.joints), 3, 3)).copy()
+            trans = self.offsets[None].copy()
+        else:
+            rot, trans = self.local_transforms(frames)
+        pos = np.empty_like(trans)
+        world = np.empty_like(rot)
+        for j, joint in enumerate(self.joints):
+            p = joint.parent
+            if p < 0:
+                world[:, j] = rot[:, j]
+                pos[:, j] = trans[:, j]
+            else:
+                world[:, j] = world[:, p] @ rot[:, j]
+                pos[:, j] = pos[:, p] + np.einsum("fab,fb->fa", world[:, p], trans[:, j])
+        return pos, world
+
+    def end_site_positions(
+        self, positions: np.ndarray, rotations: np.ndarray
+    ) -> dict[int, np.ndarray]:
+        """World positions of End Sites, keyed by the joint that owns them.
+
+        Args:
+            positions: (F, J, 3) from :meth:`forward_kinematics`.
+            rotations: (F, J, 3, 3) from :meth:`forward_kinematics`.
+
+        Returns:
+            joint index -> (F, K, 3) positions of its K End Sites, file units.
+        """
+        out = {}
+        for j, joint in enumerate(self.joints):
+            if len(joint.end_sites):
+                # site[f, k, a] = pos[f, j, a] + sum_b rot[f, j, a, b] * offset[k, b]
+                out[j] = positions[:, j, None] + np.einsum(
+                    "fab,kb->fka", rotations[:, j], joint.end_sites
+                )
+        return out
+
+
+# ---------------------------------------------------------------------------
+# parsing
+
+
+class _Lines:
+    """Non-empty lines of the hierarchy with their 1-based line numbers."""
+
+    def __init__(self, path: str, lines: list[str]) -> None:
+        self.path = path
+        self.lines = lines
+        self.i = 0
+
+    def error(self, message: str, line: int | None = None) -> BVHError:
+        if line is None:
+            line = min(self.i + 1, len(self.lines)) if self.lines else None
+        return BVHError(self.path, line, message)
+
+    def next(self, what: str) -> tuple[int, list[str]]:
+        """Next non-blank line split into tokens, with braces split off."""
+        while self.i < len(self.lines):
+            self.i += 1
+            text = self.lines[self.i - 1].replace("{", " { ").replace("}", " } ")
+            toks = text.split()
+            if toks:
+                return self.i, toks
+        raise BVHError(self.path, len(self.lines), f"unexpected end of file, expected {what}")
+
+
+def _floats(src: _Lines, line: int, toks: list[str], n: int, what: str) -> np.ndarray:
+    if len(toks) != n:
+        raise src.error(f"{what} needs {n} numbers, got {len(toks)}", line)
+    try:
+        vals = np.array([float(t) for t in toks])
+    except ValueError:
+        bad = next(t for t in toks if not _is_float(t))
+        raise src.error(f"bad number {bad!r} in {what}", line) from None
+    if not np.isfinite(vals).all():
+        raise src.error(f"non-finite number in {what}", line)
+    return vals
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+    except ValueError:
+        return False
+    return True
+
+
+def _expect_open(src: _Lines, toks: list[str], line: int, owner: str) -> None:
+    """The opening brace is either the rest of the header line or the next line."""
+    if toks and toks[0] == "{" and len(toks) == 1:
+        return
+    if toks:
+        raise src.error(f"unexpected {' '.join(toks)!r} after {owner}, expected '{{'", line)
+    line, toks = src.next(f"'{{' after {owner}")
+    if toks != ["{"]:
+        raise src.error(f"expected '{{' after {owner}, got {' '.join(toks)!r}", line)
+
+
+def _parse_joint(
+    src: _Lines, joints: list[BVHJoint], parent: int, name: str, ncols: list[int], head_line: int
+) -> None:
+    """Parse the body of a ROOT/JOINT block whose header was already read."""
+    owner = f"joint {name!r}"
+    if any(j.name == name for j in joints):
+        raise src.error(f"duplicate joint name {name!r}", head_line)
+    index = len(joints)
+    joint = BVHJoint(name, parent, np.zeros(3), (), ncols[0])
+    joints.append(joint)
+    ends: list[np.ndarray] = []
+    seen_offset = seen_channels = False
+    while True:
+        line, toks = src.next(f"'}}' closing {owner}")
+        key = toks[0]
+        if key == "}":
+            if len(toks) > 1:
+                raise src.error(f"unexpected {' '.join(toks[1:])!r} after '}}'", line)
+            break
+        if key == "OFFSET":
+            if seen_offset:
+                raise src.error(f"second OFFSET in {owner}", line)
+            joint.offset = _floats(src, line, toks[1:], 3, f"OFFSET of {owner}")
+            seen_offset = True
+        elif key == "CHANNELS":
+            if seen_channels:
+                raise src.error(f"second CHANNELS in {owner}", line)
+            if len(toks) < 2 or not toks[1].isdigit():
+                raise src.error(f"CHANNELS of {owner} must start with a channel count", line)
+            n = int(toks[1])
+            names = tuple(toks[2:])
+            if len(names) != n:
+                raise src.error(
+                    f"CHANNELS of {owner} declares {n} channels but lists {len(names)}", line
+                )
+            for ch in names:
+                if ch not in _CHANNELS:
+                    raise src.error(
+                        f"unknown channel {ch!r} in {owner}; known: {', '.join(_CHANNELS)}", line
+                    )
+            if len(set(names)) != len(names):
+                raise src.error(f"repeated channel in {owner}", line)
+            joint.channels = names
+            joint.channel_start = ncols[0]
+            ncols[0] += n
+            seen_channels = True
+        elif key == "JOINT":
+            child = " ".join(t for t in toks[1:] if t != "{")
+            if not child:
+                raise src.error("JOINT without a name", line)
+            _expect_open(src, [t for t in toks[1:] if t == "{"], line, f"joint {child!r}")
+            _parse_joint(src, joints, index, child, ncols, line)
+        elif key == "End" and len(toks) >= 2 and toks[1] == "Site":
+            _expect_open(src, toks[2:], line, "End Site")
+            line, toks = src.next("OFFSET of End Site")
+            if toks[0] != "OFFSET":
+                raise src.error(f"expected OFFSET in End Site of {owner}, got {toks[0]!r}", line)
+            ends.append(_floats(src, line, toks[1:], 3, f"End Site OFFSET of {owner}"))
+            line, toks = src.next("'}' closing End Site")
+            if toks != ["}"]:
+                raise src.error(
+                    f"expected '}}' closing End Site of {owner}, got {' '.join(toks)!r}", line
+                )
+        else:
+            raise src.error(f"unexpected {key!r} in {owner}", line)
+    if not seen_offset:
+        raise src.error(f"{owner} has no OFFSET", head_line)
+    joint.end_sites = np.stack(ends) if ends else np.zeros((0, 3))
+
+
+def parse_bvh(text: str, path: str | Path = "<string>") -> BVH:
+    """Parse BVH text.
+
+    Args:
+        text: the whole file.
+        path: name used in error messages.
+
+    Raises:
+        BVHError: malformed content, naming ``path`` and the line.
+    """
+    path = str(path)
+    lines = text.splitlines()
+    # split at the MOTION keyword (first line whose first token is MOTION)
+    motion_at = None
+    for i, ln in enumerate(lines):
+        s = ln.split()
+        if s and s[0] == "MOTION":
+            motion_at = i
+            break
+    head = _Lines(path, lines if motion_at is None else lines[:motion_at])
+    line, toks = head.next("HIERARCHY")
+    if toks != ["HIERARCHY"]:
+        raise head.error(f"expected HIERARCHY, got {' '.join(toks)!r}", line)
+    line, toks = head.next("ROOT")
+    if toks[0] != "ROOT":
+        raise head.error(f"expected ROOT, got {toks[0]!r}", line)
+    name = " ".join(t for t in toks[1:] if t != "{")
+    if not name:
+        raise head.error("ROOT without a name", line)
+    _expect_open(head, [t for t in toks[1:] if t == "{"], line, f"joint {name!r}")
+    joints: list[BVHJoint] = []
+    ncols = [0]
+    _parse_joint(head, joints, -1, name, ncols, line)
+    while head.i < len(head.lines):
+        head.i += 1
+        rest = head.lines[head.i - 1].split()
+        if rest:
+            if rest[0] == "ROOT":
+                raise head.error("more than one ROOT is not supported", head.i)
+            raise head.error(f"unexpected {rest[0]!r} after the hierarchy", head.i)
+    if motion_at is None:
+        raise BVHError(path, len(lines), "no MOTION section")
+    return BVH(joints, *_parse_motion(path, lines, motion_at, ncols[0]), path=path)
+
+
+def _parse_motion(path: str, lines: list[str], at: int, ncols: int) -> tuple[float, np.ndarray]:
+    if lines[at].split() != ["MOTION"]:
+        raise BVHError(path, at + 1, "expected 'MOTION' alone on its line")
+    i = at + 1
+
+    def header(label: str) -> tuple[int, str]:
+        nonlocal i
+        while i < len(lines) and not lines[i].strip():
+            i += 1
+        if i >= len(lines):
+            raise BVHError(path, len(lines), f"unexpected end of file, expected '{label}'")
+        text = lines[i].strip()
+        i += 1
+        if not text.startswith(label):
+            raise BVHError(path, i, f"expected '{label}', got {text!r}")
+        return i, text[len(label) :].strip()
+
+    ln, val = header("Frames:")
+    try:
+        frames = int(val)
+    except ValueError:
+        raise BVHError(path, ln, f"bad frame count {val!r}") from None
+    if frames < 0:
+        raise BVHError(path, ln, f"negative frame count {frames}")
+    ln, val = header("Frame Time:")
+    try:
+        frame_time = float(val)
+    except ValueError:
+        raise BVHError(path, ln, f"bad frame time {val!r}") from None
+    if not (math.isfinite(frame_time) and frame_time > 0):
+        raise BVHError(path, ln, f"frame time must be a positive number of seconds, got {val!r}")
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for k in range(i, len(lines)):
+        toks = lines[k].split()
+        if not toks:
+            continue
+        if len(rows) == frames:
+            raise BVHError(path, k + 1, f"more frame lines than the {frames} declared in 'Frames:'")
+        if len(toks) != ncols:
+            raise BVHError(
+                path,
+                k + 1,
+                f"frame {len(rows)} has {len(toks)} values, the hierarchy declares {ncols} channels",
+            )
+        rows.append(toks)
+        numbers.append(k + 1)
+    if len(rows) < frames:
+        raise BVHError(
+            path,
+            len(lines),
+            f"file ends after {len(rows)} of the {frames} frames declared in 'Frames:'",
+        )
+    try:
+        motion = np.array(rows, dtype=np.float64).reshape(frames, ncols)
+    except ValueError:
+        for toks, n in zip(rows, numbers):
+            for t in toks:
+                if not _is_float(t):
+                    raise BVHError(path, n, f"bad number {t!r}") from None
+        raise
+    if not np.isfinite(motion).all():
+        r = int(np.nonzero(~np.isfinite(motion).all(1))[0][0])
+        raise BVHError(path, numbers[r], "non-finite value in frame data")
+    return frame_time, motion
+
+
+def read_bvh(path: str | Path) -> BVH:
+    """Read and parse a BVH file.
+
+    Raises:
+        BVHError: unreadable or malformed file (message names the file and line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as e:
+        raise BVHError(path, None, f"not a text file ({e.reason})") from None
+    except OSError as e:
+        raise BVHError(path, None, f"cannot read: {e.strerror or e}") from None
+    return parse_bvh(text, path)
