@@ -44,6 +44,34 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_motion_import(a: argparse.Namespace) -> int:
+    from perennial.motion.bank import import_bank, load_bank, save_bank_npz
+
+    out = Path(a.out)
+    as_npz = out.suffix.lower() == ".npz"
+    if as_npz and out.exists() and not a.overwrite:
+        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
+    folder = out.with_suffix("") if as_npz else out
+    report = import_bank(a.paths, folder, fps=a.fps, progress=not a.quiet, bone_map=a.map, overwrite=a.overwrite)
+    print(report.summary())
+    if as_npz:
+        save_bank_npz(load_bank(folder), out)
+        print(f"bank: {out} (clips kept in {folder})")
+    return 0 if report.imported else 1
+
+
+def _cmd_motion_render(a: argparse.Namespace) -> int:
+    from perennial.capture.synth import render_clip_video
+    from perennial.motion.clip import load_motion
+
+    clip = load_motion(a.clip, fps=a.fps)
+    if a.seconds:
+        clip = clip.slice(0, min(clip.num_frames, round(a.seconds * clip.fps)))
+    path = render_clip_video(clip, a.out, camera=a.camera, size=a.size, appearance=a.appearance)
+    print(f"wrote {path}: {clip.num_frames} frames at {clip.fps:g} fps")
+    return 0
+
+
 def _cmd_bench(a: argparse.Namespace) -> int:
     from perennial.evaluate import bench
 
@@ -51,6 +79,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "body": lambda: bench.bench_body(repeats=a.repeats),
         "raycast": lambda: bench.bench_raycast(repeats=a.repeats),
         "synth": lambda: bench.bench_synth(),
+        "motion": lambda: bench.bench_motion(a.bvh, strip=a.strip),
     }
     names = list(runs) if a.what == "all" else [a.what]
     results = {}
@@ -94,10 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
                        description="body: template construction and forward (ms); raycast: ray casting "
                                    "the posed body at 256/512 px, warp vs torch (median ms); synth: wall "
                                    "time of the 8-camera x 30-frame 256 px capture (s).")  # fmt: skip
-    b.add_argument("what", choices=["body", "raycast", "synth", "all"])
+    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "all"])
+    b.add_argument("--bvh", nargs="*", help="motion: BVH files (default: the CMU samples in shared/data/motion/cmu)")
+    b.add_argument("--strip", help="motion: also write a frame strip PNG of the first clip here")
     b.add_argument("--repeats", type=int, default=10, help="timed repeats per figure (median reported)")
     b.add_argument("--json", help="also write the figures to this JSON file")
     b.set_defaults(func=_cmd_bench)
+
+    m = sub.add_parser("motion", help="import and look at motion capture (BVH) retargeted to Anny")
+    msub = m.add_subparsers(dest="motion_command", required=True, metavar="ACTION")
+    mi = msub.add_parser("import", help="retarget many BVH/npz files into a motion bank",
+                         description="Retarget BVH files (CMU 31-joint skeleton built in; others with --map) "
+                                     "to Anny's rig at one frame rate. OUT is a bank folder, or a .npz file "
+                                     "holding every frame (rotvec, translation, clip id).")  # fmt: skip
+    mi.add_argument("paths", nargs="+", help="BVH or clip .npz files, or folders searched recursively")
+    mi.add_argument("--out", required=True, help="bank folder, or bank.npz")
+    mi.add_argument("--fps", type=float, default=30.0, help="frame rate of the bank, frames/s (default: 30)")
+    mi.add_argument("--map", help="JSON bone map for a non-CMU skeleton")
+    mi.add_argument("--overwrite", action="store_true", help="replace an existing bank")
+    mi.add_argument("--quiet", action="store_true", help="no progress bar")
+    mi.set_defaults(func=_cmd_motion_import)
+    mr = msub.add_parser("render", help="render a clip on the body template in a procedural outfit")
+    mr.add_argument("clip", help=".bvh or .npz motion clip")
+    mr.add_argument("--out", required=True, help="video file, .mp4 or .gif")
+    mr.add_argument("--camera", default="orbit", help="orbit, front, side or back (default: orbit)")
+    mr.add_argument("--size", type=int, default=256, help="frame width and height, pixels (default: 256)")
+    mr.add_argument("--fps", type=float, default=30.0, help="video frame rate, frames/s (default: 30)")
+    mr.add_argument("--seconds", type=float, help="only the first SECONDS of the clip")
+    mr.add_argument("--appearance", default="outfit-a", help="outfit name (default: outfit-a)")
+    mr.set_defaults(func=_cmd_motion_render)
     return p
 
 
@@ -108,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perennial: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileExistsError, FileNotFoundError) as e:  # CaptureError is a ValueError
+    except (ValueError, FileExistsError, FileNotFoundError) as e:  # Capture/BVH/Avatar errors are ValueErrors
         print(f"perennial {args.command}: error: {e}", file=sys.stderr)
         return 2
 

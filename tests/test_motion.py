@@ -30,9 +30,8 @@ from perennial.motion import (
 from perennial.motion.clip import quat_to_rotvec, rotmat_to_quat, rotvec_to_quat
 from perennial.motion.retarget import anny_forward_joints, axes_matrix, retarget_world
 
-CMU = Path("/work/shared/data/motion/cmu")
-if not CMU.is_dir():
-    CMU = Path(__file__).resolve().parents[1] / "shared" / "data" / "motion" / "cmu"
+# shared/ sits beside the repository (CI clones it there too)
+CMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "motion" / "cmu"
 needs_cmu = pytest.mark.skipif(
     not (CMU / "131_01.bvh").is_file(), reason="CMU sample clips not found"
 )

@@ -50,7 +50,7 @@ class SynthConfig:
     size: int = 256
     """Image width and height, pixels."""
     motion: str = "mix"
-    """Built-in motion: walk, wave, squat, turn, or mix (all four in turn)."""
+    """Built-in motion (walk, wave, squat, turn, or mix: all four in turn) or a .bvh / .npz clip file."""
     seed: int = 0
     """Seed of the outfit (same seed and appearance name: same capture)."""
     supersample: int = 3
@@ -67,6 +67,34 @@ class SynthConfig:
     """Every n-th frame is held out on the training cameras; 0 holds out none."""
     phenotype: dict = field(default_factory=lambda: {k: 0.5 for k in ("gender", "age", "muscle", "weight", "height", "proportions")})  # fmt: skip
     """Anny phenotype values in [0, 1]."""
+
+
+def motion_frames(motion: str, frames: int, fps: float, floor: float) -> tuple[Tensor, Tensor]:
+    """Poses for a capture: a built-in motion name or a ``.bvh`` / ``.npz`` clip file.
+
+    A clip is resampled to ``fps`` and its first ``frames`` frames are used,
+    moved horizontally so that their mean root position is over the origin (the
+    cameras look at the origin); its heights are kept (retargeting puts the feet
+    on z = 0). Built-in motions stand at ``floor`` (root height, metres).
+
+    Returns:
+        rotvec (F, J, 3) and translation (F, 3), world metres.
+    """
+    if motion in MOTIONS:
+        rotvec, offset = procedural_motion(motion, frames)
+        return rotvec, offset + torch.tensor([0.0, 0.0, floor])
+    if Path(motion).suffix.lower() not in (".bvh", ".npz"):
+        raise ValueError(f"unknown motion {motion!r}; use a built-in motion ({', '.join(MOTIONS)}) or a .bvh/.npz file")
+    from perennial.motion.clip import load_motion
+
+    if not Path(motion).is_file():
+        raise FileNotFoundError(f"{motion}: no such motion file")
+    clip = load_motion(motion, fps=fps)
+    if clip.num_frames < frames:
+        raise ValueError(f"{motion}: has {clip.num_frames} frames at {fps:g} fps, fewer than the {frames} asked for")
+    rotvec, translation = clip.rotvec[:frames].clone(), clip.translation[:frames].clone()
+    translation[:, :2] -= translation[:, :2].mean(0)
+    return rotvec, translation
 
 
 def ring_cameras(n: int, size: int, radius: float, fov_deg: float, target_z: float) -> dict[str, Camera]:
@@ -129,18 +157,15 @@ class BodyPainter:
 
 def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, progress: bool = True) -> Capture:
     """Render a synthetic capture to ``out`` (perennial-capture v1) and return it."""
-    if config.motion not in MOTIONS:
-        raise ValueError(f"unknown motion {config.motion!r}; built-in motions: {', '.join(MOTIONS)}")
     if config.cameras < 1 or config.frames < 1 or config.size < 8:
         raise ValueError("need cameras >= 1, frames >= 1 and size >= 8")
     template = load_template("anny")
     outfit = Outfit.from_name(config.appearance, config.seed)
-    rotvec, offset = procedural_motion(config.motion, config.frames)
     with torch.no_grad():
         standing = template(*template.rest_pose(1), phenotype=config.phenotype)
         rest = standing.rest_vertices[0]
         floor = -float(standing.vertices[0, :, 2].min())  # root height: feet on z = 0
-        translation = offset + torch.tensor([0.0, 0.0, floor])
+        rotvec, translation = motion_frames(config.motion, config.frames, config.fps, floor)
         posed = template(rotvec, translation, phenotype=config.phenotype).vertices
     cameras = ring_cameras(config.cameras, config.size, config.radius, config.fov_deg, target_z=0.85 * floor + 0.1)
     painter = BodyPainter(template, outfit, rest, config.supersample)
@@ -190,3 +215,29 @@ def write_preview(capture: Capture, path: str | Path) -> Path:
 
 
 __all__ = ["SynthConfig", "ring_cameras", "synthesize", "write_preview"]
+
+
+def render_clip_video(
+    clip, out: str | Path, camera: str = "orbit", size: int = 256, appearance: str = "outfit-a",
+    seed: int = 0, supersample: int = 2, progress: bool = True,
+) -> Path:  # fmt: skip
+    """Render a :class:`~perennial.motion.clip.MotionClip` on the template, in an outfit, to a video.
+
+    The camera follows the root horizontally (``orbit``, ``front``, ``side``, ``back``).
+    """
+    from perennial.render.camera_paths import camera_path
+    from perennial.render.video import write_video
+
+    template = load_template("anny")
+    with torch.no_grad():
+        rest = template(*template.rest_pose(1)).rest_vertices[0]
+    painter = BodyPainter(template, Outfit.from_name(appearance, seed), rest, supersample)
+    cams = camera_path(camera, clip.translation, size)
+
+    def frames():
+        for f in tqdm(range(clip.num_frames), desc="rendering", unit="frame", disable=not progress):
+            with torch.no_grad():
+                v = template(clip.rotvec[f : f + 1], clip.translation[f : f + 1]).vertices[0]
+            yield painter.render(v, cams[f])[0]
+
+    return write_video(out, frames(), fps=clip.fps)

@@ -81,3 +81,35 @@ def bench_synth(cameras: int = 8, frames: int = 30, size: int = 256) -> dict:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
         return {"synth_wall_s": time.perf_counter() - t0, "views": cameras * frames, "size": size}
+
+
+def default_bvh_samples() -> list[str]:
+    """The CMU sample clips shipped beside the repository (``shared/data/motion/cmu``)."""
+    here = Path(__file__).resolve()
+    for root in [Path.cwd(), *here.parents]:
+        d = root.parent / "shared" / "data" / "motion" / "cmu"
+        if d.is_dir():
+            return sorted(str(p) for p in d.glob("*.bvh"))
+    return []
+
+
+def bench_motion(paths: list[str] | None = None, strip: str | None = None) -> dict:
+    """Retargeting figures per clip (joint error, floor, flips) and bank import speed."""
+    from perennial.motion.evaluate import bench_motion as _bench
+
+    paths = paths or default_bvh_samples()
+    if not paths:
+        raise FileNotFoundError("no BVH files given (--bvh) and shared/data/motion/cmu not found")
+    res = _bench(paths, strip=strip)
+    flat: dict = {}
+    for c in res["clips"]:
+        name = Path(c.get("source", c.get("path", "clip"))).stem
+        for k, v in c.items():
+            if isinstance(v, (int, float)):
+                flat[f"{name}.{k}"] = v
+    for k, v in res["import"].items():
+        if isinstance(v, (int, float)):
+            flat[f"import.{k}"] = v
+    if res.get("strip"):
+        flat["strip"] = res["strip"]
+    return flat

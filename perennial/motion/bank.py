@@ -391,3 +391,26 @@ def load_bank(path: str | Path) -> MotionBank:
             f"{index}: field 'clips' must be a list of {{name, file, frames, ...}}"
         )
     return MotionBank(root, float(data["fps"]), clips, bool(data.get("complete", True)))
+
+
+def save_bank_npz(bank: MotionBank, path: str | Path) -> Path:
+    """Write every frame of a bank to one ``.npz`` (no pickles).
+
+    Keys: ``format`` ("perennial-motion-bank-npz"), ``version`` (1), ``fps``, ``bones`` (J,),
+    ``rotvec`` (N, J, 3) float32 local-ref radians, ``translation`` (N, 3) metres,
+    ``clip`` (N,) int64 clip id, ``clip_names`` (C,), ``clip_sources`` (C,).
+    """
+    import numpy as np
+
+    from perennial.body.rig import ANNY_BONES
+
+    rv, tr, ids = bank.poses()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(
+        tmp, format=np.array("perennial-motion-bank-npz"), version=np.array(1), fps=np.array(bank.fps),
+        bones=np.array(ANNY_BONES), rotvec=rv.numpy(), translation=tr.numpy(), clip=ids.numpy(),
+        clip_names=np.array(bank.names), clip_sources=np.array([str(c.get("source", "")) for c in bank.clips]),
+    )  # fmt: skip
+    os.replace(tmp, path)
+    return path
