@@ -1,0 +1,23 @@
+"""perennial.avatar.field: the deformable radiance-field avatar (MaintaAvatar-style)."""
+
+from perennial.avatar.field.triplane import (
+    TriPlane,
+    TriPlaneBank,
+    TriPlaneConfig,
+    bench_triplane,
+    planes_to_table,
+    table_to_planes,
+    triplane_lookup,
+    triplane_lookup_grid_sample,
+)
+
+__all__ = [
+    "TriPlane",
+    "TriPlaneBank",
+    "TriPlaneConfig",
+    "bench_triplane",
+    "planes_to_table",
+    "table_to_planes",
+    "triplane_lookup",
+    "triplane_lookup_grid_sample",
+]

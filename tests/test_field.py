@@ -1,0 +1,305 @@
+"""Tests of the MaintaAvatar-style field avatar: deformer, field, renderer, fitting."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from perennial.avatar.field.deformer import MAJOR_BONES, PoseCorrector
+from perennial.avatar.field.model import (
+    CanonicalField,
+    FieldAvatar,
+    FieldConfig,
+    positional_encoding,
+)
+from perennial.avatar.field.render import (
+    RenderConfig,
+    composite,
+    render_image,
+    render_rays,
+    shell_samples,
+    volume_weights,
+)
+from perennial.avatar.field.train import FitConfig, fit, psnr
+from perennial.render.camera import Camera
+from perennial.render.raycast import WarpMeshCaster
+
+SMALL = FieldConfig(triplane_resolution=16, triplane_channels=4, width=32)
+
+
+def _pose(template, seed=0, scale=0.3):
+    g = torch.Generator().manual_seed(seed)
+    rv = torch.zeros(template.num_bones, 3)
+    major = [template.bone_names.index(b) for b in MAJOR_BONES]
+    rv[major] = scale * torch.randn(len(major), 3, generator=g)
+    return rv, torch.tensor([0.0, 0.0, 0.9])
+
+
+def _front_camera(size=32):
+    return Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.9], size, size, fov_deg=40.0)
+
+
+# ---------------------------------------------------------------------------
+# pose corrector
+
+
+def test_pose_corrector_starts_as_identity_and_touches_major_bones_only():
+    pc = PoseCorrector()
+    assert len(MAJOR_BONES) == 35 and not any(
+        b.startswith(("finger", "toe", "eye")) for b in MAJOR_BONES
+    )
+    rv = torch.randn(2, 104, 3)
+    assert torch.equal(pc(rv), rv)
+    assert pc.residual(rv).shape == (2, 35, 3)
+    torch.nn.init.normal_(pc.mlp[-1].weight)
+    out = pc(rv)
+    changed = (out - rv).abs().sum(-1).gt(0).any(0)  # (J,)
+    assert changed.nonzero()[:, 0].tolist() == sorted(pc.index.tolist())
+    with pytest.raises(ValueError, match="rotvec must be"):
+        pc(torch.zeros(2, 50, 3))
+    with pytest.raises(ValueError, match="unknown bones"):
+        PoseCorrector(major=("nope",))
+
+
+# ---------------------------------------------------------------------------
+# volume rendering
+
+
+def test_volume_weights_known_values():
+    sigma = torch.tensor([[0.0, 0.0], [1.0, 2.0], [1e4, 1e4]])
+    deltas = torch.full_like(sigma, 0.5)
+    w = volume_weights(sigma, deltas)
+    assert torch.allclose(w[0], torch.zeros(2))
+    a0, a1 = 1 - math.exp(-0.5), 1 - math.exp(-1.0)
+    assert torch.allclose(w[1], torch.tensor([a0, (1 - a0) * a1]), atol=1e-6)
+    assert torch.allclose(
+        w[2], torch.tensor([1.0, 0.0]), atol=1e-6
+    )  # opaque first sample hides the rest
+    # total weight = 1 - exp(-total optical depth)
+    assert torch.allclose(w[1].sum(), torch.tensor(1 - math.exp(-1.5)), atol=1e-6)
+
+
+def test_volume_weights_and_composite_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.rand(3, 5, generator=g, dtype=torch.float64).mul(3).requires_grad_()
+    deltas = torch.rand(3, 5, generator=g, dtype=torch.float64).add(0.1).requires_grad_()
+    assert torch.autograd.gradcheck(volume_weights, (sigma, deltas))
+    rgb = torch.rand(3, 5, 3, generator=g, dtype=torch.float64).requires_grad_()
+    t = torch.rand(3, 5, generator=g, dtype=torch.float64).cumsum(-1).requires_grad_()
+    bg = torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
+
+    def f(sigma, deltas, rgb, t):
+        return composite(volume_weights(sigma, deltas), rgb, t, bg)
+
+    assert torch.autograd.gradcheck(f, (sigma, deltas, rgb, t))
+
+
+def test_composite_background_and_shapes():
+    w = torch.zeros(4, 6)
+    rgb, alpha, depth = composite(
+        w, torch.rand(4, 6, 3), torch.rand(4, 6), torch.tensor([0.1, 0.2, 0.3])
+    )
+    assert rgb.shape == (4, 3) and alpha.shape == (4,) and depth.shape == (4,)
+    assert torch.allclose(rgb, torch.tensor([0.1, 0.2, 0.3]).expand(4, 3))
+    assert alpha.eq(0).all() and depth.eq(0).all()
+
+
+def test_shell_samples_stay_in_the_shell():
+    depth = torch.tensor([0.01, 2.0, 3.5])
+    for jitter in (False, True):
+        t, deltas = shell_samples(depth, 8, 0.06, jitter)
+        assert t.shape == deltas.shape == (3, 8)
+        assert (t >= (depth[:, None] - 0.06).clamp_min(0) - 1e-6).all()
+        assert (t <= depth[:, None] + 0.06 + 1e-6).all()
+        assert (t.diff(dim=-1) > 0).all()
+    assert torch.allclose(deltas[1], torch.full((8,), 0.12 / 8))
+
+
+def test_render_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="weights"):
+        RenderConfig(weights="vertex")
+    with pytest.raises(ValueError):
+        RenderConfig(samples=0)
+
+
+# ---------------------------------------------------------------------------
+# deformer
+
+
+def test_canonical_rays_inverts_forward_skinning(template):
+    av = FieldAvatar(template, config=SMALL)
+    body = av.pose(*_pose(template))
+    R = 64
+    g = torch.Generator().manual_seed(1)
+    face = torch.randint(template.faces.shape[0], (R,), generator=g)
+    bary = torch.rand(R, 3, generator=g)
+    bary = bary / bary.sum(-1, keepdim=True)
+    w = av.deformer.hit_weights(face, bary)
+    assert torch.allclose(w.sum(-1), torch.ones(R), atol=1e-5)
+    canon = torch.randn(R, 4, 3, generator=g) * 0.3
+    posed = av.deformer.forward_skin(
+        canon.reshape(-1, 3), w.repeat_interleave(4, 0), body.transforms.detach()
+    )
+    back = av.deformer.canonical_rays(posed.reshape(R, 4, 3), w, body.transforms.detach())
+    assert torch.allclose(back, canon, atol=1e-4)
+
+
+def test_canonical_rays_gradcheck(template):
+    av = FieldAvatar(template, config=SMALL)
+    T = av.pose(*_pose(template)).transforms.detach().double()
+    g = torch.Generator().manual_seed(2)
+    w = torch.rand(3, T.shape[0], generator=g, dtype=torch.float64)
+    w = w / w.sum(-1, keepdim=True)
+    pts = torch.randn(3, 2, 3, generator=g, dtype=torch.float64).requires_grad_()
+    Tg = T.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, t: av.deformer.canonical_rays(p, w, t), (pts, Tg))
+
+
+def test_ray_weights_agree_with_closest_point_weights_on_the_surface(template):
+    """At a ray's hit point the ray approximation and per-point inverse LBS coincide."""
+    av = FieldAvatar(template, config=SMALL)
+    body = av.pose(*_pose(template, scale=0.2))
+    cam = _front_camera(32)
+    origins, dirs = cam.rays()
+    caster = WarpMeshCaster(body.vertices, template.faces)
+    hit = caster.cast(origins, dirs)
+    idx = hit.mask.nonzero()[:, 0]
+    assert idx.numel() > 50
+    pts = (origins[idx] + hit.depth[idx, None] * dirs[idx])[:, None]  # (R, 1, 3)
+    w = av.deformer.hit_weights(hit.face[idx], hit.bary[idx])
+    ray = av.deformer.canonical_rays(pts, w, body.transforms)[:, 0]
+    point, inside = av.deformer.canonical_points(pts[:, 0], body)
+    assert inside.all()
+    err = (ray - point).norm(dim=-1)
+    assert err.median() < 1e-3, err.median()
+    # points far from the body are empty in "point" mode
+    _, inside = av.deformer.canonical_points(torch.tensor([[0.0, -2.0, 0.9]]), body)
+    assert not inside.any()
+
+
+def test_pose_correction_gets_gradients(template):
+    av = FieldAvatar(template, appearances=["a"], config=SMALL)
+    torch.nn.init.normal_(av.corrector.mlp[-1].weight, std=1e-3)
+    body = av.pose(*_pose(template))
+    cam = _front_camera(24)
+    o, d = cam.rays()
+    out = render_rays(
+        av, body, WarpMeshCaster(body.vertices, template.faces), o, d, "a", av.render_config
+    )
+    out.rgb.sum().backward()
+    grads = [p.grad for p in av.corrector.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+# ---------------------------------------------------------------------------
+# canonical field
+
+
+def test_field_shapes_ranges_and_appearance_slots():
+    field = CanonicalField(SMALL, ["a"])
+    x = torch.rand(100, 3) * 2 - 1
+    sigma, rgb = field(x, "a")
+    assert sigma.shape == (100,) and rgb.shape == (100, 3)
+    assert sigma.dtype == rgb.dtype == torch.float32
+    assert (sigma >= 0).all() and (rgb >= 0).all() and (rgb <= 1).all()
+    keys = set(field.state_dict())
+    field.add_appearance("b", like="a")
+    new = set(field.state_dict()) - keys
+    assert new == {
+        "appearances.b.geometry_code",
+        "appearances.b.color_code",
+        "appearances.b.triplane.table",
+    }
+    s_b, c_b = field(x, "b")
+    assert torch.allclose(s_b, sigma) and torch.allclose(c_b, rgb)  # "like" copies the storage
+    with pytest.raises(ValueError, match="already exists"):
+        field.add_appearance("a")
+    with pytest.raises(KeyError, match="unknown appearance"):
+        field(x, "c")
+    assert positional_encoding(x, 3).shape == (100, 21)
+
+
+def test_appearances_do_not_share_storage_gradients():
+    field = CanonicalField(SMALL, ["a", "b"])
+    sigma, rgb = field(torch.rand(50, 3) * 2 - 1, "a")
+    (sigma.sum() + rgb.sum()).backward()
+    b = field.appearances["b"]
+    assert all(p.grad is None for p in b.parameters())
+    assert field.appearances["a"].triplane.table.grad.abs().sum() > 0
+
+
+def test_field_autocast_modes_agree():
+    x = torch.rand(64, 3) * 2 - 1
+    f32 = CanonicalField(FieldConfig(autocast="off", width=32), ["a"])
+    bf = CanonicalField(FieldConfig(autocast="on", width=32), ["a"])
+    bf.load_state_dict(f32.state_dict())
+    s0, c0 = f32(x, "a")
+    s1, c1 = bf(x, "a")
+    assert torch.allclose(c0, c1, atol=0.02) and torch.allclose(s0, s1, rtol=0.05, atol=0.5)
+    with pytest.raises(ValueError, match="autocast"):
+        CanonicalField(FieldConfig(autocast="yes"), ["a"])(x, "a")
+
+
+# ---------------------------------------------------------------------------
+# renderer
+
+
+def test_render_image_misses_are_background(template):
+    cfg = RenderConfig(samples=8, background=(0.25, 0.5, 0.75))
+    av = FieldAvatar(template, appearances=["a"], config=SMALL, render_config=cfg)
+    rv, tr = _pose(template)
+    out = render_image(av, _front_camera(32), rv, tr, "a")
+    assert out.rgb.shape == (32, 32, 3) and out.alpha.shape == out.depth.shape == out.hit.shape == (
+        32,
+        32,
+    )
+    miss = ~out.hit
+    assert miss.any() and out.hit.any()
+    assert torch.allclose(out.rgb[miss], torch.tensor([0.25, 0.5, 0.75]).expand(int(miss.sum()), 3))
+    assert out.alpha[miss].eq(0).all()
+    assert (out.alpha[out.hit] > 0).all() and (out.alpha <= 1 + 1e-6).all()
+    # normalised expected depth lies in the shell around the first hit
+    body = av.pose(rv, tr)
+    o, d = _front_camera(32).rays()
+    first = WarpMeshCaster(body.vertices, template.faces).cast(o, d).depth.reshape(32, 32)[out.hit]
+    z = out.depth[out.hit] / out.alpha[out.hit]
+    assert ((z - first).abs() <= cfg.margin + 1e-4).all()
+
+
+# ---------------------------------------------------------------------------
+# learning
+
+
+def test_fit_learns_a_tiny_capture(tmp_path, template):
+    """PSNR of a training view rises by more than 5 dB in 150 steps of 512 rays."""
+    from perennial.capture.synth import SynthConfig, synthesize
+
+    cap = synthesize(
+        tmp_path / "cap",
+        SynthConfig(
+            cameras=3, frames=2, size=32, supersample=2, test_camera_every=0, test_frame_every=0
+        ),
+        progress=False,
+    )
+    view = cap.views_of("train")[0]
+    rv, tr, _ = cap.body_params(view.frame)
+    gt = cap.load_image(view)
+    av, _ = fit(cap, 0, 512, template=template)
+    before = psnr(render_image(av, cap.cameras[view.camera], rv, tr, cap.appearance).rgb, gt)
+    start = time.perf_counter()
+    av, hist = fit(cap, 150, 512, avatar=av, config=FitConfig(seed=1))
+    seconds = time.perf_counter() - start
+    out = render_image(av, cap.cameras[view.camera], rv, tr, cap.appearance)
+    after = psnr(out.rgb, gt)
+    print(
+        f"PSNR {before:.2f} -> {after:.2f} dB in {seconds:.1f} s ({150 * 512 / seconds:.0f} rays/s)"
+    )
+    assert after > before + 5.0, (before, after)
+    assert sum(hist["rgb"][-10:]) < 0.25 * sum(hist["rgb"][:10])
+    mask = cap.load_mask(view)
+    assert torch.mean((out.alpha - mask) ** 2) < 0.02
+    with pytest.raises(KeyError, match="loss weights"):
+        fit(cap, 1, 16, avatar=av, config=FitConfig(loss_weights={"rgb": 1.0, "msk": 0.1}))
