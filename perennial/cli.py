@@ -33,14 +33,112 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from perennial.capture.synth import SynthConfig, synthesize, write_preview
+    from perennial.demo import run_demo
 
+    run_demo(a.out, steps=a.steps)
+    return 0
+
+
+def _cmd_create(a: argparse.Namespace) -> int:
+    from perennial.capture import read_capture
+    from perennial.learn.create import create_avatar
+    from perennial.learn.trainer import TrainConfig
+
+    _set_device(a)
+    capture = read_capture(a.capture)
+    cfg = TrainConfig(steps=a.steps, rays_per_step=a.rays, seed=a.seed)
+    t0 = time.perf_counter()
+    try:
+        v = create_avatar(a.avatar, capture, cfg, resume=a.resume, progress=not a.quiet)
+    except KeyboardInterrupt:
+        print(f"perennial create: interrupted; the last checkpoint is kept: continue with "
+              f"'perennial create {a.avatar} --capture {a.capture} --resume'", file=sys.stderr)  # fmt: skip
+        return 130
+    tr = v.metrics["train"]
+    print(f"created {a.avatar} (version {v.number}) in {time.perf_counter() - t0:.0f} s: "
+          f"{tr['steps_run']} steps, {tr['steps_per_s']:.1f} steps/s, training PSNR on the body {tr['train_psnr_body']:.2f} dB")  # fmt: skip
+    return 0
+
+
+def _set_device(a: argparse.Namespace) -> None:
+    if getattr(a, "device", "cpu") != "cpu":
+        raise ValueError(f"--device {a.device}: only 'cpu' is supported by this version")
+
+
+def _load(a: argparse.Namespace):
+    from perennial.avatar.field_io import load_field_avatar
+    from perennial.avatar.store import AvatarStore
+
+    return load_field_avatar(AvatarStore(a.avatar))
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from perennial.capture import read_capture
+    from perennial.evaluate.protocol import evaluate_avatar, format_table
+
+    avatar, version, _ = _load(a)
+    capture = read_capture(a.capture)
+    name = a.appearance or capture.appearance
+    if name not in avatar.field.appearances:
+        raise ValueError(f"{a.avatar}: no appearance {name!r} (has {list(avatar.field.appearances)})")
+    res = evaluate_avatar(avatar, capture, name, lpips_nets=a.lpips.split(","), max_views=a.max_views,
+                          progress=not a.quiet)  # fmt: skip
+    res["avatar"] = {"path": str(a.avatar), "version": version.number}
+    print(format_table(res))
+    print(f"render: {res['render_ms_median']:.0f} ms per view (median)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from perennial.avatar.field.render import render_image
+    from perennial.render.image import save_png, to_uint8
+    from perennial.render.raycast import WarpMeshCaster
+    from perennial.render.video import write_video
+
+    avatar, _, _ = _load(a)
+    if a.appearance not in avatar.field.appearances:
+        raise ValueError(f"{a.avatar}: no appearance {a.appearance!r} (has {list(avatar.field.appearances)})")
+    if (a.capture is None) == (a.motion is None):
+        raise ValueError("give exactly one of --capture DIR or --motion CLIP")
+    caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
+    jobs = []  # (name, camera, rotvec, translation)
+    if a.capture:
+        from perennial.capture import read_capture
+
+        cap = read_capture(a.capture)
+        views = cap.views if a.split == "all" else cap.views_of(a.split)
+        for v in sorted(views, key=lambda v: (v.camera, v.frame)):
+            rv, tr, _ = cap.body_params(v.frame)
+            jobs.append((f"{v.camera}/{v.frame:06d}", cap.cameras[v.camera], rv, tr))
+        fps = 10.0
+    else:
+        from perennial.motion.clip import load_motion
+        from perennial.render.camera_paths import camera_path
+
+        clip = load_motion(a.motion, fps=a.fps)
+        if a.seconds:
+            clip = clip.slice(0, min(clip.num_frames, round(a.seconds * clip.fps)))
+        cams = camera_path(a.camera, clip.translation, a.size)
+        jobs = [(f"{f:06d}", cams[f], clip.rotvec[f], clip.translation[f]) for f in range(clip.num_frames)]
+        fps = clip.fps
     out = Path(a.out)
-    cap_dir = out / "capture-outfit-a"
-    print("perennial demo: synthesising a capture of Anny in a procedural outfit ...")
-    cap = synthesize(cap_dir, SynthConfig(appearance="outfit-a", cameras=8, frames=12, size=192), overwrite=True)
-    sheet = write_preview(cap, out / "demo-contact-sheet.png")
-    print(f"capture: {cap_dir} ({len(cap.views)} views)\ncontact sheet: {sheet}")
+    from tqdm import tqdm
+
+    def frames():
+        for name, cam, rv, tr in tqdm(jobs, desc="rendering", unit="frame", disable=a.quiet):
+            img = to_uint8(render_image(avatar, cam, rv, tr, a.appearance, caster=caster).rgb)
+            if out.suffix.lower() not in (".mp4", ".gif"):
+                save_png(out / f"{name}.png", img)
+            yield img
+
+    if out.suffix.lower() in (".mp4", ".gif"):
+        write_video(out, frames(), fps=fps)
+    else:
+        for _ in frames():
+            pass
+    print(f"wrote {out} ({len(jobs)} frames)")
     return 0
 
 
@@ -80,8 +178,9 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "raycast": lambda: bench.bench_raycast(repeats=a.repeats),
         "synth": lambda: bench.bench_synth(),
         "motion": lambda: bench.bench_motion(a.bvh, strip=a.strip),
+        "speed": lambda: bench.bench_speed(a.avatar, repeats=a.repeats),
     }
-    names = list(runs) if a.what == "all" else [a.what]
+    names = [n for n in runs if n != "motion"] if a.what == "all" else [a.what]
     results = {}
     for name in names:
         results[name] = runs[name]()
@@ -115,15 +214,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     s.set_defaults(func=_cmd_synth)
 
+    c = sub.add_parser("create", help="create an avatar from a capture (trains the radiance field)",
+                       description="Train a radiance-field avatar (MaintaAvatar-style: inverse LBS on Anny, "
+                                   "pose corrector, tri-plane + global codes per appearance) on the capture's "
+                                   "training views and store it as version 1 of AVATAR.")  # fmt: skip
+    c.add_argument("avatar", help="avatar folder to create")
+    c.add_argument("--capture", required=True, help="perennial-capture folder")
+    c.add_argument("--method", default="field", choices=["field"], help="avatar method (default: field)")
+    c.add_argument("--steps", type=int, default=6000, help="optimisation steps (default: 6000, ~10 min on 2 cores)")
+    c.add_argument("--rays", type=int, default=2048, help="rays per step (default: 2048)")
+    c.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_cmd_create)
+
+    r = sub.add_parser("render", help="render an avatar for a capture's views or driven by a motion clip")
+    r.add_argument("avatar", help="avatar folder")
+    r.add_argument("--appearance", required=True, help="appearance (outfit) to render")
+    r.add_argument("--capture", help="render this capture's views (cameras and poses)")
+    r.add_argument("--split", default="test", choices=["test", "train", "all"], help="capture views to render (default: test)")
+    r.add_argument("--motion", help="drive the avatar with a .bvh or .npz clip")
+    r.add_argument("--camera", default="orbit", help="with --motion: orbit, front, side or back (default: orbit)")
+    r.add_argument("--size", type=int, default=256, help="with --motion: frame size, pixels (default: 256)")
+    r.add_argument("--fps", type=float, default=30.0, help="with --motion: frame rate, frames/s (default: 30)")
+    r.add_argument("--seconds", type=float, help="with --motion: only the first SECONDS")
+    r.add_argument("--out", required=True, help="OUT.mp4 / OUT.gif (video) or a folder (PNGs)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_render)
+
+    e = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of an avatar on a capture's test views")
+    e.add_argument("avatar", help="avatar folder")
+    e.add_argument("--capture", required=True, help="capture whose test views are compared")
+    e.add_argument("--appearance", help="appearance to render (default: the capture's)")
+    e.add_argument("--lpips", default="alex", help="LPIPS backbones, comma separated: alex,vgg (default: alex)")
+    e.add_argument("--max-views", type=int, help="use at most this many test views (evenly spread)")
+    e.add_argument("--json", help="write per-view and mean metrics to this JSON file")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_eval)
+
     d = sub.add_parser("demo", help="show the system on synthetic data (minutes on a laptop CPU)")
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    d.add_argument("--steps", type=int, default=2500, help="training steps of the avatar (default: 2500)")
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="measure and print performance figures",
                        description="body: template construction and forward (ms); raycast: ray casting "
                                    "the posed body at 256/512 px, warp vs torch (median ms); synth: wall "
-                                   "time of the 8-camera x 30-frame 256 px capture (s).")  # fmt: skip
-    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "all"])
+                                   "time of the 8-camera x 30-frame 256 px capture (s); motion: retargeting "
+                                   "figures of BVH clips and bank import speed; speed: field avatar render "
+                                   "FPS at 256/512 px and training steps/s.")  # fmt: skip
+    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "speed", "all"])
+    b.add_argument("--avatar", help="speed: time this avatar instead of a fresh one")
     b.add_argument("--bvh", nargs="*", help="motion: BVH files (default: the CMU samples in shared/data/motion/cmu)")
     b.add_argument("--strip", help="motion: also write a frame strip PNG of the first clip here")
     b.add_argument("--repeats", type=int, default=10, help="timed repeats per figure (median reported)")

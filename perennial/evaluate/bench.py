@@ -113,3 +113,54 @@ def bench_motion(paths: list[str] | None = None, strip: str | None = None) -> di
     if res.get("strip"):
         flat["strip"] = res["strip"]
     return flat
+
+
+def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int = 10, train_steps: int = 30) -> dict:
+    """Field avatar: median render time of a full-body frame per size, and training steps/s.
+
+    Uses the avatar at ``avatar_path`` (its first appearance) or a fresh one;
+    the renderer's cost does not depend on the weights (fixed samples per ray).
+    The body stands in a walking pose and fills the frame's height, seen from the front.
+    """
+    import torch
+
+    from perennial.avatar.field.model import FieldAvatar
+    from perennial.avatar.field.render import render_image
+    from perennial.body.anny import load_template
+    from perennial.motion.procedural import procedural_motion
+    from perennial.render.camera import Camera
+    from perennial.render.raycast import WarpMeshCaster
+
+    template = load_template()
+    if avatar_path:
+        from perennial.avatar.field_io import load_field_avatar
+        from perennial.avatar.store import AvatarStore
+
+        avatar, _, _ = load_field_avatar(AvatarStore(avatar_path), template=template)
+    else:
+        avatar = FieldAvatar(template, {}, ["a"])
+    name = next(iter(avatar.field.appearances))
+    rv, off = procedural_motion("walk", 8)
+    rotvec, translation = rv[2], off[2] + torch.tensor([0.0, 0.0, 0.87])
+    caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
+    res: dict = {"threads": torch.get_num_threads()}
+    for size in sizes:
+        cam = Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.85], size, size, fov_deg=36.0)
+        out = render_image(avatar, cam, rotvec, translation, name, caster=caster)
+        res[f"render_{size}_ms"] = median_ms(lambda cam=cam: render_image(avatar, cam, rotvec, translation, name, caster=caster), repeats)
+        res[f"render_{size}_fps"] = 1000.0 / res[f"render_{size}_ms"]
+        res[f"render_{size}_body_pixels"] = int(out.hit.sum())
+    # training: the same step as `perennial create` on a small synthetic capture
+    import tempfile
+
+    from perennial.capture.synth import SynthConfig, synthesize
+    from perennial.learn.trainer import TrainConfig, train_field
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cap = synthesize(Path(tmp) / "cap", SynthConfig(cameras=4, frames=2, size=256, supersample=1), progress=False)
+        fresh = FieldAvatar(template, cap.body_info["phenotype"], [cap.appearance])
+        train_field(fresh, cap, TrainConfig(steps=5, checkpoint_every=0), progress=False)  # warm-up
+        t = train_field(fresh, cap, TrainConfig(steps=train_steps, checkpoint_every=0), progress=False)
+    res["train_steps_per_s"] = t["steps_per_s"]
+    res["train_rays_per_step"] = TrainConfig().rays_per_step
+    return res

@@ -1,0 +1,116 @@
+"""Saving and loading field avatars in the avatar store (safetensors + JSON, no pickle).
+
+A version's tensors are the avatar's ``state_dict()`` plus, per appearance, the
+poses replay needs (``replay.<name>.rotvec`` (F, J, 3), ``replay.<name>.translation``
+(F, 3)). Its ``state.json`` holds the configs as plain data, and per appearance
+its capture (path + content hash) and the training cameras, so that a past
+appearance can be re-rendered without any of its images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from perennial.avatar.field.model import FieldAvatar, FieldConfig
+from perennial.avatar.field.render import RenderConfig
+from perennial.avatar.store import AvatarError, AvatarStore, Version
+from perennial.capture.capture import Capture
+from perennial.render.camera import Camera
+
+METHOD = "field"
+
+
+def appearance_record(capture: Capture, frames: list[int] | None = None) -> tuple[dict, dict[str, Tensor]]:
+    """What an appearance keeps of its capture: provenance, cameras, training poses.
+
+    Returns:
+        (JSON-able record, tensors ``{"rotvec": (F, J, 3), "translation": (F, 3)}``).
+    """
+    train = capture.views_of("train")
+    frames = frames if frames is not None else sorted({v.frame for v in train})
+    cams = sorted({v.camera for v in train})
+    rows = [capture.frame_row(f) for f in frames]
+    record = {
+        "name": capture.appearance,
+        "capture": {"path": str(Path(capture.root).resolve()), "sha256": capture.content_hash()},
+        "cameras": {c: capture.cameras[c].to_dict() for c in cams},
+        "frames": frames,
+        "train_views": len(train),
+    }
+    return record, {"rotvec": capture.body.rotvec[rows], "translation": capture.body.translation[rows]}
+
+
+def replay_cameras(record: dict) -> dict[str, Camera]:
+    """Cameras of an appearance record."""
+    return {n: Camera(c["K"], c["R"], c["t"], c["width"], c["height"]) for n, c in record["cameras"].items()}
+
+
+def save_field_avatar(
+    store: AvatarStore,
+    avatar: FieldAvatar,
+    appearances: list[dict],
+    replay: dict[str, dict[str, Tensor]],
+    history_entry: dict,
+    metrics: dict,
+) -> Version:
+    """Write the avatar as a new version and make it current (call inside ``store.lock()``)."""
+    tensors = dict(avatar.state_dict())
+    for name, t in replay.items():
+        for k, v in t.items():
+            tensors[f"replay.{name}.{k}"] = v.float()
+    state = {
+        "method": METHOD,
+        "field_config": dataclasses.asdict(avatar.config),
+        "render_config": dataclasses.asdict(avatar.render_config),
+        "phenotype": avatar.deformer.phenotype,
+        "appearances": appearances,
+        "history_entry": history_entry,
+    }
+    return store.write_version(tensors, state, metrics)
+
+
+def load_field_avatar(
+    store: AvatarStore, number: int | None = None, template=None
+) -> tuple[FieldAvatar, Version, dict[str, dict[str, Tensor]]]:
+    """Load a version (the current one by default) strictly: names, shapes and dtypes.
+
+    Returns:
+        (avatar, version, replay tensors per appearance).
+    """
+    meta = store.meta()
+    if meta["method"] != METHOD:
+        raise AvatarError(f"{store.meta_path}: method {meta['method']!r} is not {METHOD!r}")
+    version = store.version(number)
+    st = version.state
+    for key in ("field_config", "render_config", "appearances"):
+        if key not in st:
+            raise AvatarError(f"{version.path / 'state.json'}: field {key!r} is missing")
+    try:
+        fcfg = FieldConfig(**st["field_config"])
+        rcfg = RenderConfig(**{**st["render_config"], "background": tuple(st["render_config"]["background"])})
+    except (TypeError, ValueError) as e:
+        raise AvatarError(f"{version.path / 'state.json'}: bad config ({e})") from None
+    if template is None:
+        from perennial.body.anny import load_template
+
+        template = load_template(meta["body"].get("template", "anny"))
+    names = [a["name"] for a in st["appearances"]]
+    avatar = FieldAvatar(template, st.get("phenotype") or meta["body"].get("phenotype"), names, fcfg, rcfg)
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in avatar.state_dict().items()}
+    J = template.num_bones
+    for a in st["appearances"]:
+        F = len(a["frames"])
+        expected[f"replay.{a['name']}.rotvec"] = ((F, J, 3), torch.float32)
+        expected[f"replay.{a['name']}.translation"] = ((F, 3), torch.float32)
+    tensors = store.load_weights(version, expected)
+    avatar.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("replay.")}, strict=True)
+    replay = {
+        a["name"]: {k: tensors[f"replay.{a['name']}.{k}"] for k in ("rotvec", "translation")}
+        for a in st["appearances"]
+    }
+    avatar.eval()
+    return avatar, version, replay
