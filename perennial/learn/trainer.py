@@ -14,6 +14,7 @@ Losses (``TrainConfig.loss_weights`` must name exactly these):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class TrainConfig:
     """Adam learning rate of the pose corrector (0 freezes it)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: {"rgb": 1.0, "mask": 0.1, "tv": 1e-3})
     """Weight of each loss; keys must be exactly the losses computed."""
+    samples: int = 16
+    """Jittered samples per ray while training (rendering uses the avatar's ``RenderConfig``)."""
     box_dilation: int = 4
     """Pixels added around each view's person box when drawing rays."""
     checkpoint_every: int = 500
@@ -139,6 +142,7 @@ def train_field(
         start, _ = load_checkpoint(checkpoint, avatar, optim)
     gen = torch.Generator().manual_seed(config.seed + start)
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
+    render_cfg = dataclasses.replace(avatar.render_config, samples=config.samples)
     losses_seen: list[float] = []
     mse_seen: list[float] = []
     t0 = time.perf_counter()
@@ -169,7 +173,7 @@ def train_field(
         if keep.numel() == 0:
             continue
         sub = Hit(hit.face[keep], hit.bary[keep], hit.depth[keep])
-        out = render_rays(avatar, body, caster, o[keep], d[keep], name, avatar.render_config, jitter=True, hit=sub)
+        out = render_rays(avatar, body, caster, o[keep], d[keep], name, render_cfg, jitter=True, hit=sub)
         losses = {
             "rgb": (out.rgb - rgb[keep]).square().mean(),
             "mask": (out.alpha - mask[keep]).square().mean(),

@@ -131,11 +131,11 @@ class CanonicalField(nn.Module):
         in_dim = 3 + 6 * c.pe_frequencies + 3 * c.triplane_channels + c.code_dim
         trunk: list[nn.Module] = []
         for i in range(c.trunk_layers):
-            trunk += [nn.Linear(in_dim if i == 0 else c.width, c.width), nn.ReLU()]
+            trunk += [nn.Linear(in_dim if i == 0 else c.width, c.width), nn.ReLU(inplace=True)]
         self.trunk = nn.Sequential(*trunk)
         self.density_head = nn.Linear(c.width, 1)
         self.color_head = nn.Sequential(
-            nn.Linear(c.width + c.code_dim, c.width), nn.ReLU(), nn.Linear(c.width, 3)
+            nn.Linear(c.width + c.code_dim, c.width), nn.ReLU(inplace=True), nn.Linear(c.width, 3)
         )
         self.appearances = nn.ModuleDict()
         for name in appearances:

@@ -45,8 +45,10 @@ __all__ = [
 class RenderConfig:
     """How rays are sampled and composited."""
 
-    samples: int = 16
-    """Samples per ray in the shell around the first hit."""
+    samples: int = 8
+    """Samples per ray in the shell around the first hit when rendering images (training
+    uses ``TrainConfig.samples``, jittered). 8 costs 0.02 dB against 16 on held-out views
+    of the synthetic benchmark and halves the render time."""
     margin: float = 0.06
     """Half thickness of the shell around the first hit, metres; also the deformer's margin."""
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
