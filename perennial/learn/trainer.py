@@ -68,14 +68,14 @@ class _View:
     pixels: Tensor  # (Q,) candidate pixel ids inside the dilated person box
 
 
-def load_training_views(capture: Capture, dilation: int) -> dict[int, list[_View]]:
+def load_training_views(capture: Capture, dilation: int, progress: bool = True) -> dict[int, list[_View]]:
     """Training views grouped by frame, pixels and rays in memory."""
     rays = {name: cam.rays() for name, cam in capture.cameras.items()}
     out: dict[int, list[_View]] = {}
     train = capture.views_of("train")
     if not train:
         raise ValueError(f"{capture.root}: the capture has no training views")
-    for v in tqdm(train, desc="loading views", unit="view", leave=False):
+    for v in tqdm(train, desc="loading views", unit="view", leave=False, disable=not progress):
         cam = capture.cameras[v.camera]
         H, W = cam.height, cam.width
         img = capture.load_image(v).reshape(-1, 3)
@@ -130,7 +130,7 @@ def train_field(
     name = capture.appearance
     if name not in avatar.field.appearances:
         avatar.field.add_appearance(name)
-    data = load_training_views(capture, config.box_dilation)
+    data = load_training_views(capture, config.box_dilation, progress)
     frames = sorted(data)
     groups = [{"params": list(avatar.field.parameters()), "lr": config.lr, "name": "field"}]
     if config.lr_pose > 0:
