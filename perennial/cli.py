@@ -60,6 +60,24 @@ def _cmd_create(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learn(a: argparse.Namespace) -> int:
+    from perennial.capture import read_capture
+    from perennial.learn.continual import ContinualConfig, learn_appearance
+
+    capture = read_capture(a.capture)
+    cfg = ContinualConfig(strategy=a.strategy, steps=a.steps, seed=a.seed,
+                          distill_start=a.distill_start)  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        v = learn_appearance(a.avatar, capture, cfg, name=a.name, progress=not a.quiet)
+    except KeyboardInterrupt:
+        print("perennial learn: interrupted; the previous version stays current", file=sys.stderr)
+        return 130
+    print(f"learned {v.state['history_entry']['appearance']!r} into {a.avatar} (version {v.number}, "
+          f"strategy {a.strategy}) in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    return 0
+
+
 def _set_device(a: argparse.Namespace) -> None:
     if getattr(a, "device", "cpu") != "cpu":
         raise ValueError(f"--device {a.device}: only 'cpu' is supported by this version")
@@ -228,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_create)
+
+    ln = sub.add_parser("learn", help="add an appearance (outfit) to an avatar from as few as 5 images",
+                        description="Learn a new appearance from a capture and write a new version of the "
+                                    "avatar; past appearances are kept by generative replay and pose "
+                                    "distillation (strategy replay) unless another strategy is chosen.")  # fmt: skip
+    ln.add_argument("avatar", help="avatar folder")
+    ln.add_argument("--capture", required=True, help="capture of the new appearance")
+    ln.add_argument("--name", help="appearance name (default: the capture's appearance)")
+    ln.add_argument("--strategy", default="replay", choices=["replay", "finetune", "joint", "shared-local"],
+                    help="replay (default), finetune (no replay: forgets), joint (needs the past captures: "
+                         "upper bound), shared-local (ablation: one tri-plane for all appearances)")  # fmt: skip
+    ln.add_argument("--steps", type=int, default=1500, help="optimisation steps (default: 1500)")
+    ln.add_argument("--distill-start", type=float, default=0.3,
+                    help="fraction of the steps after which pose distillation starts (default: 0.3)")  # fmt: skip
+    ln.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    ln.add_argument("--quiet", action="store_true", help="no progress bar")
+    ln.set_defaults(func=_cmd_learn)
 
     r = sub.add_parser("render", help="render an avatar for a capture's views or driven by a motion clip")
     r.add_argument("avatar", help="avatar folder")

@@ -100,6 +100,13 @@ def load_field_avatar(
         template = load_template(meta["body"].get("template", "anny"))
     names = [a["name"] for a in st["appearances"]]
     avatar = FieldAvatar(template, st.get("phenotype") or meta["body"].get("phenotype"), names, fcfg, rcfg)
+    apps = avatar.field.appearances
+    for a in st["appearances"]:  # shared-local avatars: one tri-plane read by several appearances
+        owner = a.get("triplane_of")
+        if owner is not None:
+            if owner not in apps:
+                raise AvatarError(f"{version.path / 'state.json'}: appearance {a['name']!r} shares the tri-plane of unknown {owner!r}")
+            apps[a["name"]].triplane = apps[owner].triplane
     expected = {k: (tuple(v.shape), v.dtype) for k, v in avatar.state_dict().items()}
     J = template.num_bones
     for a in st["appearances"]:

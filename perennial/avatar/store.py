@@ -220,7 +220,8 @@ class AvatarStore:
         try:
             from safetensors.torch import save
 
-            blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+            # clone: safetensors refuses tensors that share memory (shared tri-planes do)
+            blob = save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
             _write_file(tmp / "weights.safetensors", blob)
             state = {**state, "weights_sha256": hashlib.sha256(blob).hexdigest(), "version": n,
                      "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip

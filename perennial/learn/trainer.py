@@ -93,6 +93,42 @@ def load_training_views(capture: Capture, dilation: int, progress: bool = True) 
     return out
 
 
+def sample_batch(data: dict[int, list[_View]], frames: list[int], n: int, gen: torch.Generator):
+    """``n`` random pixels of one random frame's training views.
+
+    Returns:
+        frame, origins (n, 3), dirs (n, 3), rgb (n, 3), mask (n,).
+    """
+    f = frames[int(torch.randint(len(frames), (1,), generator=gen))]
+    views = data[f]
+    counts = torch.tensor([v.pixels.numel() for v in views], dtype=torch.float32)
+    pick_view = torch.multinomial(counts, n, replacement=True, generator=gen)
+    o, d, rgb, mask = [], [], [], []
+    for i, v in enumerate(views):
+        k = int((pick_view == i).sum())
+        if k == 0:
+            continue
+        px = v.pixels[torch.randint(v.pixels.numel(), (k,), generator=gen)]
+        o.append(v.origins[px]), d.append(v.dirs[px]), rgb.append(v.rgb[px]), mask.append(v.mask[px])
+    return f, torch.cat(o), torch.cat(d), torch.cat(rgb), torch.cat(mask)
+
+
+def photometric_losses(avatar, caster, rotvec, translation, o, d, rgb, mask, appearance, render_cfg):
+    """``rgb`` and ``mask`` losses of the rays that hit the corrected-posed body (None if none do)."""
+    body = avatar.pose(rotvec, translation)
+    caster.update(body.vertices)
+    hit = caster.cast(o, d)
+    keep = hit.mask.nonzero()[:, 0]
+    if keep.numel() == 0:
+        return None
+    sub = Hit(hit.face[keep], hit.bary[keep], hit.depth[keep])
+    out = render_rays(avatar, body, caster, o[keep], d[keep], appearance, render_cfg, jitter=True, hit=sub)
+    return {
+        "rgb": (out.rgb - rgb[keep]).square().mean(),
+        "mask": (out.alpha - mask[keep]).square().mean(),
+    }
+
+
 def triplane_tv(avatar: FieldAvatar, appearance: str) -> Tensor:
     """Mean squared difference of neighbouring tri-plane texels of one appearance."""
     tp = avatar.field.appearances[appearance].triplane
@@ -153,32 +189,12 @@ def train_field(
         decay = config.lr_final ** (step / max(config.steps - 1, 1))
         for g, lr in zip(optim.param_groups, base_lrs):
             g["lr"] = lr * decay
-        f = frames[int(torch.randint(len(frames), (1,), generator=gen))]
-        views = data[f]
-        counts = torch.tensor([v.pixels.numel() for v in views])
-        pick_view = torch.multinomial(counts.float(), config.rays_per_step, replacement=True, generator=gen)
-        o, d, rgb, mask = [], [], [], []
-        for i, v in enumerate(views):
-            n = int((pick_view == i).sum())
-            if n == 0:
-                continue
-            px = v.pixels[torch.randint(v.pixels.numel(), (n,), generator=gen)]
-            o.append(v.origins[px]), d.append(v.dirs[px]), rgb.append(v.rgb[px]), mask.append(v.mask[px])
-        o, d, rgb, mask = torch.cat(o), torch.cat(d), torch.cat(rgb), torch.cat(mask)
+        f, o, d, rgb, mask = sample_batch(data, frames, config.rays_per_step, gen)
         rotvec, translation, _ = capture.body_params(f)
-        body = avatar.pose(rotvec, translation)
-        caster.update(body.vertices)
-        hit = caster.cast(o, d)
-        keep = hit.mask.nonzero()[:, 0]
-        if keep.numel() == 0:
+        fit = photometric_losses(avatar, caster, rotvec, translation, o, d, rgb, mask, name, render_cfg)
+        if fit is None:
             continue
-        sub = Hit(hit.face[keep], hit.bary[keep], hit.depth[keep])
-        out = render_rays(avatar, body, caster, o[keep], d[keep], name, render_cfg, jitter=True, hit=sub)
-        losses = {
-            "rgb": (out.rgb - rgb[keep]).square().mean(),
-            "mask": (out.alpha - mask[keep]).square().mean(),
-            "tv": triplane_tv(avatar, name),
-        }
+        losses = {**fit, "tv": triplane_tv(avatar, name)}
         if set(losses) != set(config.loss_weights):
             raise KeyError(f"loss weights {sorted(config.loss_weights)} do not match losses {sorted(losses)}")
         loss = sum(config.loss_weights[k] * v for k, v in losses.items())
