@@ -197,8 +197,9 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "synth": lambda: bench.bench_synth(),
         "motion": lambda: bench.bench_motion(a.bvh, strip=a.strip),
         "speed": lambda: bench.bench_speed(a.avatar, repeats=a.repeats),
+        "continual": lambda: _bench_continual(a),
     }
-    names = [n for n in runs if n != "motion"] if a.what == "all" else [a.what]
+    names = [n for n in runs if n not in ("motion", "continual")] if a.what == "all" else [a.what]
     results = {}
     for name in names:
         results[name] = runs[name]()
@@ -207,6 +208,17 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def _bench_continual(a: argparse.Namespace) -> dict:
+    from perennial.evaluate.continual_bench import ContinualBenchConfig, format_summary, run_continual_bench
+
+    cfg = ContinualBenchConfig.quick() if a.quick else ContinualBenchConfig()
+    res = run_continual_bench(a.out, cfg)
+    print(format_summary(res))
+    print(f"wrote {a.out}/continual.json, continual.md, continual.png")
+    flat = {f"{s}.{k}": v for s, r in res["strategies"].items() for k, v in r.items() if k != "R"}
+    return flat | res["render_scaling"] | {"seconds": res["seconds"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "time of the 8-camera x 30-frame 256 px capture (s); motion: retargeting "
                                    "figures of BVH clips and bank import speed; speed: field avatar render "
                                    "FPS at 256/512 px and training steps/s.")  # fmt: skip
-    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "speed", "all"])
+    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "speed", "continual", "all"])
+    b.add_argument("--quick", action="store_true", help="continual: small and fast (about 10 min)")
+    b.add_argument("--out", default="out/bench-continual", help="continual: output folder (default: out/bench-continual)")
     b.add_argument("--avatar", help="speed: time this avatar instead of a fresh one")
     b.add_argument("--bvh", nargs="*", help="motion: BVH files (default: the CMU samples in shared/data/motion/cmu)")
     b.add_argument("--strip", help="motion: also write a frame strip PNG of the first clip here")
@@ -329,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     mr.add_argument("--seconds", type=float, help="only the first SECONDS of the clip")
     mr.add_argument("--appearance", default="outfit-a", help="outfit name (default: outfit-a)")
     mr.set_defaults(func=_cmd_motion_render)
+    from perennial.cli_store import add_store_commands  # history, rollback, prune
+
+    add_store_commands(sub)
     return p
 
 

@@ -47,6 +47,16 @@ class AvatarBusy(AvatarError):
     """Another process is writing this avatar."""
 
 
+class AvatarWriteError(AvatarError, OSError):
+    """Writing failed (disk full, read-only, ...); nothing visible in the avatar changed."""
+
+
+def _write_failed(what: Path, e: OSError) -> AvatarWriteError:
+    err = AvatarWriteError(f"{what}: cannot write ({e.strerror or e}); the avatar is unchanged")
+    err.errno = e.errno
+    return err
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -138,16 +148,28 @@ class AvatarStore:
         """Create the folder and its ``avatar.json`` (refuses an existing avatar)."""
         if self.exists():
             raise AvatarError(f"{self.root}: an avatar already exists here")
-        if self.root.exists() and any(p.name != "lock" for p in self.root.iterdir()):
-            raise AvatarError(f"{self.root}: folder exists and is not empty")
+        if self.root.exists():
+            # what an initialise killed half-way leaves: the lock, an empty versions/, a temporary avatar.json
+            for p in self.root.glob(".avatar.json.*"):
+                p.unlink()
+            left = [p.name for p in self.root.iterdir() if p.name != "lock"]
+            if left and not (left == ["versions"] and not any((self.root / "versions").iterdir())):
+                raise AvatarError(f"{self.root}: folder exists and is not empty")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "versions").mkdir(exist_ok=True)
         doc = {"schema": SCHEMA, "version": SCHEMA_VERSION, "body": body, "method": method,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}  # fmt: skip
         tmp = self.root / f".avatar.json.{uuid.uuid4().hex[:8]}"
-        _write_file(tmp, (json.dumps(doc, indent=1) + "\n").encode())
-        os.replace(tmp, self.meta_path)
-        _fsync_dir(self.root)
+        try:
+            _write_file(tmp, (json.dumps(doc, indent=1) + "\n").encode())
+            os.replace(tmp, self.meta_path)
+            _fsync_dir(self.root)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _write_failed(self.meta_path, e) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     # ------------------------------------------------------------------ writer lock
     @contextlib.contextmanager
@@ -230,6 +252,9 @@ class AvatarStore:
             _fsync_dir(tmp)
             os.rename(tmp, vdir / str(n))
             _fsync_dir(vdir)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_failed(vdir / str(n), e) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -242,14 +267,27 @@ class AvatarStore:
         if not (self.root / "versions" / str(number)).is_dir():
             raise AvatarError(f"{self.root}: no version {number} (have {self.version_numbers()})")
         tmp = self.root / f".current-{uuid.uuid4().hex[:8]}"
-        os.symlink(f"versions/{number}", tmp)
-        os.replace(tmp, self.root / "current")
-        _fsync_dir(self.root)
+        try:
+            os.symlink(f"versions/{number}", tmp)
+            os.replace(tmp, self.root / "current")
+            _fsync_dir(self.root)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _write_failed(self.root / "current", e) from None
 
     def clean_partial(self) -> list[Path]:
-        """Remove leftovers of interrupted writes (temporary version dirs and links)."""
+        """Remove leftovers of interrupted writes (call inside :meth:`lock`).
+
+        Temporary version dirs (also half-deleted ones of an interrupted prune),
+        ``current`` links and ``avatar.json`` files, and temporary checkpoints; a
+        checkpoint that was being replaced when the writer died is restored.
+        """
         removed = []
-        for p in list((self.root / "versions").glob(".tmp-*")) + list(self.root.glob(".current-*")):
+        ckpt, olds = self.root / "checkpoint", sorted(self.root.glob(".checkpoint.old-*"), key=os.path.getmtime)
+        if olds and not ckpt.exists():
+            os.rename(olds.pop(), ckpt)  # died between the two renames of save_checkpoint
+        for p in (list((self.root / "versions").glob(".tmp-*")) + list(self.root.glob(".current-*"))
+                  + list(self.root.glob(".avatar.json.*")) + list(self.root.glob(".checkpoint.tmp-*")) + olds):  # fmt: skip
             if p.is_symlink() or p.is_file():
                 p.unlink()
             else:
@@ -264,7 +302,10 @@ class AvatarStore:
         nums, cur = self.version_numbers(), self.current_number()
         doomed = [n for n in nums[:-keep] if n != cur]
         for n in doomed:
-            shutil.rmtree(self.root / "versions" / str(n))
+            # renamed first (atomic), so that a prune killed half-way never leaves a half version
+            gone = self.root / "versions" / f".tmp-del-{n}-{uuid.uuid4().hex[:8]}"
+            os.rename(self.root / "versions" / str(n), gone)
+            shutil.rmtree(gone)
         return doomed
 
     # ------------------------------------------------------------------ weights

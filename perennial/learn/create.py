@@ -9,6 +9,7 @@ from pathlib import Path
 
 from perennial.avatar.field.model import FieldAvatar, FieldConfig
 from perennial.avatar.field_io import appearance_record, save_field_avatar
+from perennial.avatar.maintenance import check_capture_for_avatar, check_capture_images
 from perennial.avatar.store import AvatarError, AvatarStore, Version
 from perennial.capture.capture import Capture
 from perennial.learn.trainer import TrainConfig, train_field
@@ -35,15 +36,26 @@ def create_avatar(
     """
     config = config or TrainConfig()
     store = AvatarStore(path)
+    if store.exists() and store.current_number() is not None:
+        raise AvatarError(f"{store.root}: an avatar exists already (use 'perennial learn' to add an appearance)")
+    check_capture_images(capture)  # before anything is written: a bad PNG must not leave a half avatar
     with store.lock():
         if store.exists():
             if store.current_number() is not None:
                 raise AvatarError(f"{store.root}: an avatar exists already (use 'perennial learn' to add an appearance)")
             if not resume:
                 raise AvatarError(f"{store.root}: an interrupted 'create' left this avatar; pass --resume to continue it")
-            meta = store.meta()
-            if meta["body"] != capture.body_info:
-                raise AvatarError(f"{store.meta_path}: body differs from the capture's ({capture.root}/capture.json)")
+            check_capture_for_avatar(store, capture)
+            store.clean_partial()
+            done = store.version_numbers()
+            if done:  # killed after the version was written, before `current` moved: finish the switch
+                v = store.version(done[-1])
+                if [a.get("name") for a in v.state.get("appearances", [])] != [capture.appearance]:
+                    raise AvatarError(f"{v.path / 'state.json'}: the interrupted create was of another appearance "
+                                      f"than {capture.appearance!r}")  # fmt: skip
+                store.switch(v.number)
+                shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
+                return store.version()
         else:
             store.initialise(capture.body_info, "field", {"created_from": str(Path(capture.root).resolve())})
         if template is None:

@@ -175,7 +175,11 @@ def train_field(
     base_lrs = [g["lr"] for g in optim.param_groups]
     start = 0
     if resume and checkpoint is not None and (checkpoint / "state.json").exists():
-        start, _ = load_checkpoint(checkpoint, avatar, optim)
+        try:
+            start, _ = load_checkpoint(checkpoint, avatar, optim)
+        except (RuntimeError, KeyError) as e:  # tensors of another model (other appearance or config)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{checkpoint}: the checkpoint does not fit this avatar and capture ({msg})") from None
     gen = torch.Generator().manual_seed(config.seed + start)
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     render_cfg = dataclasses.replace(avatar.render_config, samples=config.samples)
