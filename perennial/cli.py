@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as e:  # Capture/BVH/Avatar errors are ValueErrors
         print(f"perennial {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. disk full while writing renders or JSON
+        print(f"perennial {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

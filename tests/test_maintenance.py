@@ -5,6 +5,7 @@ Most commands run in-process through ``perennial.cli.main`` (an exception escapi
 the kill and Ctrl-C tests run ``perennial create`` in a subprocess.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -16,14 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
+import perennial.avatar.store as store_module
 from perennial.avatar.field_io import load_field_avatar, save_field_avatar
 from perennial.avatar.maintenance import check_capture_for_avatar, format_history, history
 from perennial.avatar.store import AvatarError, AvatarStore, AvatarWriteError
 from perennial.capture import read_capture
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.cli import main
+from perennial.learn.create import create_avatar
+from perennial.learn.trainer import TrainConfig
 
 STEPS = ["--steps", "30", "--rays", "128", "--quiet"]
 
@@ -71,7 +76,7 @@ def snapshot(root):
             elif os.path.isdir(p):
                 snap[rel] = ("dir",)
             elif name != "lock":
-                snap[rel] = ("file", open(p, "rb").read())
+                snap[rel] = ("file", Path(p).read_bytes())
     return snap
 
 
@@ -198,7 +203,7 @@ def test_bad_captures_change_nothing(tmp_path, made, cap, capsys):
         for args in (["create", new, "--capture", capture, *STEPS],
                      ["eval", av, "--capture", capture, "--quiet"],
                      ["render", av, "--appearance", "outfit-a", "--capture", capture, "--out", tmp_path / "o"]):  # fmt: skip
-            rc, out, err = cli(capsys, *args)
+            rc, _, err = cli(capsys, *args)
             assert rc == 2 and msg in err and err.startswith(f"perennial {args[0]}: error:"), (args, err)
             assert not new.exists() and not (tmp_path / "o").exists()
     # create on the existing avatar: refused before anything is read
@@ -249,13 +254,11 @@ def test_corrupt_png(tmp_path, made, cap, capsys):
     # not a PNG at all: the reader refuses it from the header
     (bad / train.image).write_bytes(b"GIF89a" + data[6:])
     rc, _, err = cli(capsys, "create", av, "--capture", bad, "--resume", *STEPS)
-    assert rc == 2 and f"{train.image}: cannot read PNG header" in err
+    assert rc == 2 and f"{train.image}: " in err
     assert snapshot(av) == before and not new.exists()
 
 
 def test_damaged_avatar_files(tmp_path, made, cap, capsys):
-    from safetensors.torch import load_file, save
-
     av = copy_avatar(made, tmp_path)
     w = av / "versions" / "1" / "weights.safetensors"
     good = w.read_bytes()
@@ -278,17 +281,14 @@ def test_damaged_avatar_files(tmp_path, made, cap, capsys):
     refused(f"{w}: checksum differs from state.json")
 
     # a tensor of the wrong shape, with a matching checksum: the shape check refuses it
-    tensors = load_file(w.with_name("weights.safetensors")) if False else None
     w.write_bytes(good)
-    tensors = load_file(w)
+    tensors = safetensors.torch.load_file(w)
     name = next(k for k, v in tensors.items() if v.ndim == 2 and not k.startswith("replay."))
     shape = tuple(tensors[name].shape)
     tensors[name] = torch.cat([tensors[name], tensors[name][:1]])
-    blob = save(tensors)
+    blob = safetensors.torch.save(tensors)
     w.write_bytes(blob)
     st = json.loads((w.parent / "state.json").read_text())
-    import hashlib
-
     st["weights_sha256"] = hashlib.sha256(blob).hexdigest()
     (w.parent / "state.json").write_text(json.dumps(st, indent=1))
     wrong = (shape[0] + 1, *shape[1:])
@@ -325,7 +325,7 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
     assert rc == 2 and f"{new / 'avatar.json'}: cannot write (No space left on device)" in err
     assert sorted(p.name for p in new.iterdir()) == ["lock", "versions"] and not AvatarStore(new).exists()
     # ... and the retry is not blocked by what is left; disk full on the version write changes nothing
-    real = __import__("perennial.avatar.store", fromlist=["_write_file"])._write_file
+    real = store_module._write_file
     with monkeypatch.context() as m:
         m.setattr("perennial.avatar.store._write_file",
                   lambda p, d: real(p, d) if p.name.startswith(".avatar.json") else disk_full(p, d))  # fmt: skip
@@ -333,6 +333,21 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
     assert rc == 2 and f"{new / 'versions' / '1'}: cannot write (No space left on device)" in err
     half = snapshot(new)
     assert "avatar.json" in half and not any(k.startswith("versions/") for k in half)
+    # disk full while writing a checkpoint: a clear error, the previous checkpoint stays
+    cfg = TrainConfig(steps=12, rays_per_step=64, checkpoint_every=5)
+    real_save, calls = safetensors.torch.save_file, []
+
+    def second_fails(tensors, path, *args, **kw):  # the second checkpoint finds the disk full
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_save(tensors, path, *args, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr("safetensors.torch.save_file", second_fails)
+        with pytest.raises(AvatarWriteError, match="checkpoint: cannot write a checkpoint \\(No space left on device\\)"):
+            create_avatar(new, read_capture(cap), cfg, resume=True, progress=False, template=template)
+    assert json.loads((new / "checkpoint" / "state.json").read_text())["step"] == 5
     rc, _, err = cli(capsys, "create", new, "--capture", cap, "--resume", *STEPS)
     assert rc == 0, err
     assert AvatarStore(new).current_number() == 1
@@ -414,7 +429,6 @@ def test_sigkill_create_then_resume(tmp_path, made, cap, template, capsys):
             if store.exists():
                 rc, _, err = cli(capsys, "render", av, "--appearance", "outfit-a", "--capture", cap, "--out", tmp_path / "o")
                 assert rc == 2 and "no complete version yet" in err
-            ckpt = json.loads((av / "checkpoint" / "state.json").read_text())["step"] if (av / "checkpoint").exists() else 0
             rc, out, err = cli(capsys, "create", av, "--capture", cap, "--resume", *STEPS)
             assert rc == 0, err
             v = store.version()
@@ -427,7 +441,7 @@ def test_sigkill_create_then_resume(tmp_path, made, cap, template, capsys):
     assert all(rc == -signal.SIGKILL or rc == 0 for _, rc, _ in outcomes)
     by = {name: res for name, _, res in outcomes}
     assert by["checkpoint"] == "resumed: 25 steps" and by["version"] == "resumed: 0 steps"  # from step 5 / 30
-    assert by["switch"] == "resumed: 0 steps"
+    assert by["switch"] == "resumed: 30 steps"  # the killed run's version, only switched to
 
 
 def test_ctrl_c_stops_cleanly(tmp_path, cap, capsys, template):
@@ -435,10 +449,11 @@ def test_ctrl_c_stops_cleanly(tmp_path, cap, capsys, template):
     p = start_create(av, cap)
     wait_for(av / "checkpoint", p)
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     store = AvatarStore(av)
     assert store.current_number() is None
-    rc, out, err = cli(capsys, "create", av, "--capture", cap, "--resume", *STEPS)
-    assert rc == 0, err and store.current_number() == 1
+    rc, _, err = cli(capsys, "create", av, "--capture", cap, "--resume", *STEPS)
+    assert rc == 0, err
+    assert store.current_number() == 1 and not (av / "checkpoint").exists()

@@ -56,8 +56,9 @@ def save_field_avatar(
     replay: dict[str, dict[str, Tensor]],
     history_entry: dict,
     metrics: dict,
+    switch: bool = True,
 ) -> Version:
-    """Write the avatar as a new version and make it current (call inside ``store.lock()``)."""
+    """Write the avatar as a new version and make it current unless ``switch`` is False (call inside ``store.lock()``)."""
     tensors = dict(avatar.state_dict())
     for name, t in replay.items():
         for k, v in t.items():
@@ -70,7 +71,7 @@ def save_field_avatar(
         "appearances": appearances,
         "history_entry": history_entry,
     }
-    return store.write_version(tensors, state, metrics)
+    return store.write_version(tensors, state, metrics, switch=switch)
 
 
 def load_field_avatar(

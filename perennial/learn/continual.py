@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from perennial.avatar.field.render import render_rays
+from perennial.avatar.maintenance import check_capture_for_avatar, check_capture_images
 from perennial.avatar.field_io import appearance_record, load_field_avatar, replay_cameras, save_field_avatar
 from perennial.avatar.store import AvatarError, AvatarStore, Version
 from perennial.capture.capture import Capture
@@ -60,8 +61,11 @@ class ContinualConfig:
     """Jittered samples per ray while training."""
     lr: float = 5e-3
     """Adam learning rate of the new appearance's codes and tri-plane (decays to ``lr * lr_final``)."""
-    lr_shared: float = 1e-3
-    """Adam learning rate of the shared MLP and past appearances."""
+    lr_shared: float | None = None
+    """Adam learning rate of the shared MLP and past appearances. Default: 5e-4 for
+    ``replay``, ``joint`` and ``shared-local`` (the shared network moves slowly while
+    the new appearance's own codes and tri-plane learn fast); for ``finetune``, plain
+    fine-tuning, the same rate as everything else (``lr``)."""
     lr_pose: float = 1e-5
     """Adam learning rate of the pose corrector."""
     lr_final: float = 0.1
@@ -84,6 +88,8 @@ class ContinualConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.lr_shared is None:
+            self.lr_shared = self.lr if self.strategy == "finetune" else 5e-4
 
 
 class _Replayer:
@@ -144,14 +150,12 @@ def learn_appearance(
     """Add ``capture``'s appearance (as ``name``) to the avatar at ``path``; returns the new version."""
     config = config or ContinualConfig()
     store = AvatarStore(path)
+    store.meta()  # a clear error for a missing or unknown avatar before anything else
+    check_capture_images(capture)  # a corrupt PNG fails now, not half-way through training
     with store.lock():
+        store.clean_partial()  # leftovers of an update that was killed
+        check_capture_for_avatar(store, capture)
         avatar, version, poses = load_field_avatar(store, template=template)
-        meta = store.meta()
-        if meta["body"] != capture.body_info:
-            raise AvatarError(
-                f"{Path(capture.root) / 'capture.json'}: body {capture.body_info} differs from the avatar's "
-                f"({store.meta_path}: {meta['body']})"
-            )
         name = name or capture.appearance
         records = version.state["appearances"]
         if name in avatar.field.appearances:

@@ -53,8 +53,8 @@ def create_avatar(
                 if [a.get("name") for a in v.state.get("appearances", [])] != [capture.appearance]:
                     raise AvatarError(f"{v.path / 'state.json'}: the interrupted create was of another appearance "
                                       f"than {capture.appearance!r}")  # fmt: skip
-                store.switch(v.number)
                 shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
+                store.switch(v.number)
                 return store.version()
         else:
             store.initialise(capture.body_info, "field", {"created_from": str(Path(capture.root).resolve())})
@@ -68,6 +68,9 @@ def create_avatar(
         record, replay = appearance_record(capture)
         entry = {"action": "create", "appearance": capture.appearance, "strategy": "single",
                  "train": asdict(config), "seconds": time.perf_counter() - t0}  # fmt: skip
-        version = save_field_avatar(store, avatar, [record], {capture.appearance: replay}, entry, {"train": summary})
+        version = save_field_avatar(store, avatar, [record], {capture.appearance: replay}, entry, {"train": summary},
+                                    switch=False)  # fmt: skip
+        # the checkpoint goes before `current` moves: a kill in between is finished by --resume (above)
         shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
-        return version
+        store.switch(version.number)
+        return store.version(version.number)

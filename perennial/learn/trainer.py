@@ -211,7 +211,13 @@ def train_field(
             recent = sum(mse_seen[-50:]) / len(mse_seen[-50:])
             bar.set_postfix(loss=f"{losses_seen[-1]:.4f}", psnr=f"{psnr_from_mse(recent):.2f}", refresh=False)
         if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, avatar, optim, step + 1, {"appearance": name})
+            try:
+                save_checkpoint(checkpoint, avatar, optim, step + 1, {"appearance": name})
+            except OSError as e:  # disk full, read-only, ...: one clear message, not a traceback
+                from perennial.avatar.store import AvatarWriteError
+
+                raise AvatarWriteError(f"{checkpoint}: cannot write a checkpoint ({e.strerror or e}); "
+                                       "training stopped, no version was written") from None  # fmt: skip
     bar.close()
     avatar.eval()
     seconds = time.perf_counter() - t0
