@@ -69,9 +69,10 @@ def _cmd_learn(a: argparse.Namespace) -> int:
                           distill_start=a.distill_start)  # fmt: skip
     t0 = time.perf_counter()
     try:
-        v = learn_appearance(a.avatar, capture, cfg, name=a.name, progress=not a.quiet)
+        v = learn_appearance(a.avatar, capture, cfg, name=a.name, progress=not a.quiet, resume=a.resume)
     except KeyboardInterrupt:
-        print("perennial learn: interrupted; the previous version stays current", file=sys.stderr)
+        print("perennial learn: interrupted; the previous version stays current (continue with --resume)",
+              file=sys.stderr)  # fmt: skip
         return 130
     print(f"learned {v.state['history_entry']['appearance']!r} into {a.avatar} (version {v.number}, "
           f"strategy {a.strategy}) in {time.perf_counter() - t0:.0f} s")  # fmt: skip
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--distill-start", type=float, default=0.3,
                     help="fraction of the steps after which pose distillation starts (default: 0.3)")  # fmt: skip
     ln.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    ln.add_argument("--resume", action="store_true", help="continue an interrupted learn from its checkpoint")
     ln.add_argument("--quiet", action="store_true", help="no progress bar")
     ln.set_defaults(func=_cmd_learn)
 

@@ -84,3 +84,29 @@ def test_replay_patches_come_from_the_frozen_model(captures, base_avatar, templa
     name, rv, tr, o, d, rgb, alpha = rep.batch()
     assert name == "outfit-a" and o.shape == (256, 3) and rgb.shape == (256, 3)
     assert alpha.max() > 0.5  # the patch sits on the body
+
+
+def test_learn_resumes_from_its_checkpoint(tmp_path, captures, base_avatar, template):
+    from perennial.learn import continual
+
+    a, b = captures
+    path = copy_avatar(base_avatar, tmp_path / "av")
+    cfg = ContinualConfig(steps=20, rays_per_step=256, patch=16, checkpoint_every=10)
+    real = continual.save_checkpoint
+
+    def interrupt(*args, **kw):
+        real(*args, **kw)
+        raise KeyboardInterrupt
+
+    continual.save_checkpoint = interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            learn_appearance(path, b, cfg, progress=False, template=template)
+    finally:
+        continual.save_checkpoint = real
+    assert AvatarStore(path).current_number() == 1 and (path / "checkpoint" / "state.json").exists()
+    other = ContinualConfig(strategy="finetune", steps=20, rays_per_step=256, checkpoint_every=10)
+    with pytest.raises(AvatarError, match="checkpoint is of"):
+        learn_appearance(path, b, other, progress=False, template=template, resume=True)
+    v = learn_appearance(path, b, cfg, progress=False, template=template, resume=True)
+    assert v.number == 2 and v.metrics["train"]["steps_run"] == 10 and not (path / "checkpoint").exists()

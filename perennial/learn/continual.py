@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from perennial.avatar.maintenance import check_capture_for_avatar, check_capture
 from perennial.avatar.field_io import appearance_record, load_field_avatar, replay_cameras, save_field_avatar
 from perennial.avatar.store import AvatarError, AvatarStore, Version
 from perennial.capture.capture import Capture
+from perennial.learn.checkpoint import load_checkpoint, save_checkpoint
 from perennial.learn.trainer import (
     load_training_views,
     photometric_losses,
@@ -82,6 +84,8 @@ class ContinualConfig:
     """Weight of each loss; keys must be exactly the losses of the strategy's steps."""
     box_dilation: int = 4
     """Pixels added around each view's person box when drawing new rays."""
+    checkpoint_every: int = 250
+    """Write a resumable checkpoint every n steps (0: never)."""
     seed: int = 0
     """Seed of the sampling."""
 
@@ -146,8 +150,15 @@ def learn_appearance(
     name: str | None = None,
     progress: bool = True,
     template=None,
+    resume: bool = False,
 ) -> Version:
-    """Add ``capture``'s appearance (as ``name``) to the avatar at ``path``; returns the new version."""
+    """Add ``capture``'s appearance (as ``name``) to the avatar at ``path``; returns the new version.
+
+    Checkpoints go to ``<path>/checkpoint`` every ``config.checkpoint_every`` steps and
+    are removed once the version is written; ``resume`` continues an interrupted learn
+    of the same appearance and strategy from there (the teacher is the current
+    version, which an unfinished learn never changes).
+    """
     config = config or ContinualConfig()
     store = AvatarStore(path)
     store.meta()  # a clear error for a missing or unknown avatar before anything else
@@ -167,17 +178,26 @@ def learn_appearance(
         app = avatar.field.add_appearance(name)
         if share:
             app.triplane = avatar.field.appearances[records[0]["name"]].triplane
-        summary = _run(avatar, teacher, capture, name, records, poses, config, progress)
+        ckpt = store.root / "checkpoint"
+        if ckpt.exists() and not resume:
+            shutil.rmtree(ckpt)  # an abandoned update's checkpoint; this is a fresh start
+        tag = {"action": "learn", "appearance": name, "strategy": config.strategy}
+        summary = _run(avatar, teacher, capture, name, records, poses, config, progress, ckpt, tag, resume)
         record, replay = appearance_record(capture)
         record["name"] = name
         if share:
             record["triplane_of"] = records[0].get("triplane_of", records[0]["name"])
         entry = {"action": "learn", "appearance": name, "strategy": config.strategy,
                  "train": dataclasses.asdict(config), "seconds": summary["seconds"]}  # fmt: skip
-        return save_field_avatar(store, avatar, [*records, record], {**poses, name: replay}, entry, {"train": summary})
+        v = save_field_avatar(store, avatar, [*records, record], {**poses, name: replay}, entry, {"train": summary},
+                              switch=False)  # fmt: skip
+        shutil.rmtree(ckpt, ignore_errors=True)
+        store.switch(v.number)
+        return store.version(v.number)
 
 
-def _run(avatar, teacher, capture, name, records, poses, config: ContinualConfig, progress: bool) -> dict:
+def _run(avatar, teacher, capture, name, records, poses, config: ContinualConfig, progress: bool,
+         ckpt: Path | None = None, tag: dict | None = None, resume: bool = False) -> dict:  # fmt: skip
     gen = torch.Generator().manual_seed(config.seed)
     data = load_training_views(capture, config.box_dilation, progress)
     frames = sorted(data)
@@ -189,6 +209,16 @@ def _run(avatar, teacher, capture, name, records, poses, config: ContinualConfig
         groups.append({"params": list(avatar.corrector.parameters()), "lr": config.lr_pose})
     optim = torch.optim.Adam(groups)
     base = [g["lr"] for g in optim.param_groups]
+    start = 0
+    if resume and ckpt is not None and (ckpt / "state.json").exists():
+        import json
+
+        saved = json.loads((ckpt / "state.json").read_text()).get("extra", {})
+        if saved != tag:
+            raise AvatarError(f"{ckpt / 'state.json'}: the checkpoint is of {saved}, not of {tag}; "
+                              "run without --resume to start over")  # fmt: skip
+        start, _ = load_checkpoint(ckpt, avatar, optim)
+        gen.manual_seed(config.seed + start)
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     cfg = dataclasses.replace(avatar.render_config, samples=config.samples)
     replay = config.strategy in ("replay", "shared-local") and records
@@ -199,7 +229,8 @@ def _run(avatar, teacher, capture, name, records, poses, config: ContinualConfig
     t0 = time.perf_counter()
     mse: list[float] = []
     avatar.train()
-    bar = tqdm(range(config.steps), desc=f"learning {name} ({config.strategy})", unit="step", disable=not progress)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"learning {name} ({config.strategy})",
+               unit="step", disable=not progress)  # fmt: skip
     for step in bar:
         decay = config.lr_final ** (step / max(config.steps - 1, 1))
         for g, lr in zip(optim.param_groups, base):
@@ -235,6 +266,8 @@ def _run(avatar, teacher, capture, name, records, poses, config: ContinualConfig
         loss.backward()
         optim.step()
         mse.append(losses["rgb"].item())
+        if ckpt is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            save_checkpoint(ckpt, avatar, optim, step + 1, tag or {})
         if progress and step % 10 == 0:
             recent = mse[-50:]
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr_from_mse(sum(recent) / len(recent)):.2f}", refresh=False)
