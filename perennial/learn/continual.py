@@ -32,17 +32,23 @@ import torch
 from tqdm import tqdm
 
 from perennial.avatar.field.render import render_rays
+from perennial.avatar.field_io import (
+    appearance_record,
+    load_field_avatar,
+    replay_cameras,
+    save_field_avatar,
+)
 from perennial.avatar.maintenance import check_capture_for_avatar, check_capture_images
-from perennial.avatar.field_io import appearance_record, load_field_avatar, replay_cameras, save_field_avatar
 from perennial.avatar.store import AvatarError, AvatarStore, Version
 from perennial.capture.capture import Capture
 from perennial.learn.checkpoint import load_checkpoint, save_checkpoint
 from perennial.learn.trainer import (
+    decay_lr,
     load_training_views,
+    new_data_losses,
     photometric_losses,
     psnr_from_mse,
     sample_batch,
-    triplane_tv,
 )
 from perennial.render.raycast import Hit, WarpMeshCaster
 
@@ -232,15 +238,11 @@ def _run(avatar, teacher, capture, name, records, poses, config: ContinualConfig
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"learning {name} ({config.strategy})",
                unit="step", disable=not progress)  # fmt: skip
     for step in bar:
-        decay = config.lr_final ** (step / max(config.steps - 1, 1))
-        for g, lr in zip(optim.param_groups, base):
-            g["lr"] = lr * decay
-        f, o, d, rgb, mask = sample_batch(data, frames, config.rays_per_step, gen)
-        rotvec, translation, _ = capture.body_params(f)
-        fit = photometric_losses(avatar, caster, rotvec, translation, o, d, rgb, mask, name, cfg)
-        if fit is None:
+        decay_lr(optim, base, step, config.steps, config.lr_final)
+        batch = new_data_losses(avatar, caster, capture, data, frames, config.rays_per_step, gen, name, cfg)
+        if batch is None:
             continue
-        losses = {**fit, "tv": triplane_tv(avatar, name)}
+        rotvec, losses = batch
         if step % config.replay_every == 0:
             if replayer is not None:
                 b = replayer.batch()

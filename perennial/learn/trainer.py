@@ -129,6 +129,24 @@ def photometric_losses(avatar, caster, rotvec, translation, o, d, rgb, mask, app
     }
 
 
+def decay_lr(optim: torch.optim.Optimizer, base: list[float], step: int, steps: int, final: float) -> None:
+    """Exponential decay of every group's learning rate from ``base`` to ``base * final``."""
+    decay = final ** (step / max(steps - 1, 1))
+    for g, lr in zip(optim.param_groups, base):
+        g["lr"] = lr * decay
+
+
+def new_data_losses(avatar, caster, capture, data, frames, n, gen, appearance, render_cfg):
+    """One batch of a capture's training rays: ``(rotvec, {"rgb", "mask", "tv"})``, or None
+    when no drawn ray hits the body."""
+    f, o, d, rgb, mask = sample_batch(data, frames, n, gen)
+    rotvec, translation, _ = capture.body_params(f)
+    fit = photometric_losses(avatar, caster, rotvec, translation, o, d, rgb, mask, appearance, render_cfg)
+    if fit is None:
+        return None
+    return rotvec, {**fit, "tv": triplane_tv(avatar, appearance)}
+
+
 def triplane_tv(avatar: FieldAvatar, appearance: str) -> Tensor:
     """Mean squared difference of neighbouring tri-plane texels of one appearance."""
     tp = avatar.field.appearances[appearance].triplane
@@ -190,15 +208,11 @@ def train_field(
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"training {name}",
                unit="step", disable=not progress)  # fmt: skip
     for step in bar:
-        decay = config.lr_final ** (step / max(config.steps - 1, 1))
-        for g, lr in zip(optim.param_groups, base_lrs):
-            g["lr"] = lr * decay
-        f, o, d, rgb, mask = sample_batch(data, frames, config.rays_per_step, gen)
-        rotvec, translation, _ = capture.body_params(f)
-        fit = photometric_losses(avatar, caster, rotvec, translation, o, d, rgb, mask, name, render_cfg)
-        if fit is None:
+        decay_lr(optim, base_lrs, step, config.steps, config.lr_final)
+        batch = new_data_losses(avatar, caster, capture, data, frames, config.rays_per_step, gen, name, render_cfg)
+        if batch is None:
             continue
-        losses = {**fit, "tv": triplane_tv(avatar, name)}
+        _, losses = batch
         if set(losses) != set(config.loss_weights):
             raise KeyError(f"loss weights {sorted(config.loss_weights)} do not match losses {sorted(losses)}")
         loss = sum(config.loss_weights[k] * v for k, v in losses.items())
