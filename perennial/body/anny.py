@@ -74,6 +74,7 @@ def _build_model_data(path: Path) -> None:
     from anny import paths as anny_paths
 
     log.warning("building the Anny body template once (a few minutes); cached at %s", path)
+    warp()  # initialise warp quietly before Anny's build does it loudly
     t0 = time.perf_counter()
     user_cache = os.environ.get("ANNY_CACHE_DIR")
     tmp = None if user_cache else tempfile.mkdtemp(prefix="perennial-anny-")
