@@ -2,10 +2,11 @@
 
 1. synthesise a capture of Anny in a procedural outfit (8 cameras, 20 frames);
 2. create a radiance-field avatar from it;
-3. evaluate it on the held-out cameras and frames (PSNR / SSIM / LPIPS);
-4. write a side-by-side sheet (ground truth | render | error) and a video of the
-   avatar driven by a motion it never saw (a CMU clip when one is found, else a
-   built-in walk), seen from an orbiting camera.
+3. learn a second outfit from 5 images (generative replay keeps the first);
+4. evaluate both outfits on held-out views (PSNR / SSIM / LPIPS) and print the table;
+5. write a side-by-side sheet (ground truth | render | error) and a video of the
+   avatar in both outfits side by side, driven by a motion it never saw (a CMU
+   clip when one is found, else a built-in walk), seen from an orbiting camera.
 """
 
 from __future__ import annotations
@@ -36,28 +37,38 @@ def side_by_side(avatar, capture, views, appearance: str) -> "list":
     return tiles
 
 
-def run_demo(out: str | Path, steps: int = 2500, size: int = 192) -> dict:
+def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 800, size: int = 192) -> dict:
+    from perennial.learn.continual import ContinualConfig, learn_appearance
+
     out = Path(out)
     t0 = time.perf_counter()
-    print("1/4 synthesising a capture of Anny in a procedural outfit ...")
+    print("1/5 synthesising captures: outfit-a (8 cameras x 20 frames) and outfit-h (5 training images) ...")
     cap = synthesize(out / "capture-outfit-a", SynthConfig(appearance="outfit-a", cameras=8, frames=20, size=size), overwrite=True)
+    cap_b = synthesize(out / "capture-outfit-h", SynthConfig(appearance="outfit-h", cameras=8, frames=2, size=size, motion="squat",
+                                                             test_camera_every=3, test_frame_every=2), overwrite=True)  # fmt: skip
     write_preview(cap, out / "capture-contact-sheet.png")
-    print(f"2/4 creating the avatar ({steps} steps) ...")
+    print(f"2/5 creating the avatar ({steps} steps) ...")
     avatar_dir = out / "avatar"
     if avatar_dir.exists():
         import shutil
 
         shutil.rmtree(avatar_dir)
     create_avatar(avatar_dir, cap, TrainConfig(steps=steps))
+    print(f"3/5 learning outfit-h from {len(cap_b.views_of('train'))} images ({learn_steps} steps, replay) ...")
+    learn_appearance(avatar_dir, cap_b, ContinualConfig(steps=learn_steps))
     avatar, _, _ = load_field_avatar(AvatarStore(avatar_dir))
-    print("3/4 evaluating on held-out cameras and frames ...")
-    res = evaluate_avatar(avatar, cap, lpips_nets=("alex",), max_views=24)
-    print(format_table(res))
-    print("4/4 rendering ...")
+    print("4/5 evaluating both outfits on held-out views ...")
+    results = {}
+    for c in (cap, cap_b):
+        results[c.appearance] = evaluate_avatar(avatar, c, lpips_nets=("alex",), max_views=24, progress=False)
+        print(f"-- {c.appearance}\n" + format_table(results[c.appearance]))
+    print("5/5 rendering ...")
     tests = cap.views_of("test")
     picks = [tests[0], tests[len(tests) // 2], tests[-1]]
-    save_png(out / "side-by-side.png", contact_sheet(side_by_side(avatar, cap, picks, cap.appearance), cols=3,
-             labels=[f"{lab} {v.camera} f{v.frame}" for v in picks for lab in ("truth", "render", "error x4")]))  # fmt: skip
+    tiles = side_by_side(avatar, cap, picks, cap.appearance) + side_by_side(avatar, cap_b, cap_b.views_of("test")[:1], cap_b.appearance)
+    labels = [f"{lab} {c.appearance} {v.camera} f{v.frame}" for c, vs in ((cap, picks), (cap_b, cap_b.views_of("test")[:1]))
+              for v in vs for lab in ("truth", "render", "error x4")]  # fmt: skip
+    save_png(out / "side-by-side.png", contact_sheet(tiles, cols=3, labels=labels))
     from perennial.evaluate.bench import default_bvh_samples
     from perennial.motion.clip import MotionClip, load_motion
     from perennial.render.camera_paths import camera_path
@@ -73,9 +84,14 @@ def run_demo(out: str | Path, steps: int = 2500, size: int = 192) -> dict:
         rv, off = procedural_motion("walk", 30)
         clip = MotionClip(rv, off + torch.tensor([0.0, 0.0, 0.87]), fps=15.0, source="built-in walk")
     cams = camera_path("orbit", clip.translation, size)
-    frames = (to_uint8(render_image(avatar, cams[f], clip.rotvec[f], clip.translation[f], cap.appearance).rgb)
-              for f in range(clip.num_frames))  # fmt: skip
-    video = write_video(out / "driven.mp4", frames, fps=clip.fps)
-    print(f"done in {time.perf_counter() - t0:.0f} s: {out}/side-by-side.png, {video}, "
+
+    def frames():
+        for f in range(clip.num_frames):
+            pair = [to_uint8(render_image(avatar, cams[f], clip.rotvec[f], clip.translation[f], c.appearance).rgb)
+                    for c in (cap, cap_b)]  # fmt: skip
+            yield contact_sheet(pair, cols=2)
+
+    video = write_video(out / "driven.mp4", frames(), fps=clip.fps)
+    print(f"done in {time.perf_counter() - t0:.0f} s: {out}/side-by-side.png, {video} (both outfits), "
           f"{out}/capture-contact-sheet.png, avatar in {avatar_dir}")  # fmt: skip
-    return res
+    return results
