@@ -119,15 +119,24 @@ class SurfaceQuery:
 
     def weights(self, hit: SurfacePoint, vertex_weights: Tensor) -> Tensor:
         """(N, J) weights at the closest points, blended from (V, J) vertex weights."""
-        tri = self.faces[hit.face.clamp_min(0)]  # (N, 3)
-        b = hit.bary
-        # w[n, j] = sum_k bary[n, k] * vertex_weights[tri[n, k], j]; three gathers beat an
-        # einsum over an (N, 3, J) copy by ~3x on CPU
-        return (
-            b[:, 0:1] * vertex_weights[tri[:, 0]]
-            + b[:, 1:2] * vertex_weights[tri[:, 1]]
-            + b[:, 2:3] * vertex_weights[tri[:, 2]]
-        )
+        return surface_weights(self.faces, hit.face, hit.bary, vertex_weights)
+
+
+def surface_weights(faces: Tensor, face: Tensor, bary: Tensor, vertex_weights: Tensor) -> Tensor:
+    """(N, J) skinning weights at surface points given by triangle ids and barycentrics.
+
+    Args:
+        faces: (F, 3) triangles; face: (N,) triangle ids (negative ids are read as 0);
+        bary: (N, 3) barycentric weights; vertex_weights: (V, J).
+    """
+    tri = faces[face.clamp_min(0)]  # (N, 3)
+    # w[n, j] = sum_k bary[n, k] * vertex_weights[tri[n, k], j]; three gathers beat an
+    # einsum over an (N, 3, J) copy by ~3x on CPU
+    return (
+        bary[:, 0:1] * vertex_weights[tri[:, 0]]
+        + bary[:, 1:2] * vertex_weights[tri[:, 1]]
+        + bary[:, 2:3] * vertex_weights[tri[:, 2]]
+    )
 
 
 def blend_transforms(weights: Tensor, transforms: Tensor) -> Tensor:

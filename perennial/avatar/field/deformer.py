@@ -49,6 +49,7 @@ from perennial.body.lbs import (
     apply_transforms,
     blend_transforms,
     inverse_lbs,
+    surface_weights,
 )
 from perennial.body.rig import ANNY_BONES
 
@@ -215,12 +216,7 @@ class Deformer:
             face: (R,) int triangle ids (negative ids are clamped to 0; mask them yourself).
             bary: (R, 3) barycentric weights.
         """
-        tri = self.faces[face.clamp_min(0)]
-        W = self.vertex_weights
-        # w[r, j] = sum_k bary[r, k] * W[tri[r, k], j]
-        return (
-            bary[:, 0:1] * W[tri[:, 0]] + bary[:, 1:2] * W[tri[:, 1]] + bary[:, 2:3] * W[tri[:, 2]]
-        )
+        return surface_weights(self.faces, face, bary, self.vertex_weights)
 
     def canonical_rays(self, points: Tensor, weights: Tensor, transforms: Tensor) -> Tensor:
         """Inverse LBS with one set of skinning weights per ray ("ray" mode).
