@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="show the system on synthetic data (minutes on a laptop CPU)")
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     d.add_argument("--steps", type=int, default=2500, help="training steps of the avatar (default: 2500)")
-    d.add_argument("--learn-steps", type=int, default=800, help="steps to learn the second outfit (default: 800)")
+    d.add_argument("--learn-steps", type=int, default=1500, help="steps to learn the second outfit (default: 1500, as in bench continual)")
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="measure and print performance figures",

@@ -37,7 +37,7 @@ def side_by_side(avatar, capture, views, appearance: str) -> "list":
     return tiles
 
 
-def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 800, size: int = 192) -> dict:
+def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 1500, size: int = 192) -> dict:
     from perennial.learn.continual import ContinualConfig, learn_appearance
 
     out = Path(out)
