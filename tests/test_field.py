@@ -269,6 +269,40 @@ def test_render_image_misses_are_background(template):
     assert ((z - first).abs() <= cfg.margin + 1e-4).all()
 
 
+@pytest.mark.parametrize("samples", [5, 8])
+def test_render_image_equals_render_rays_and_stops_early_within_its_bound(template, samples):
+    """The image path (body box, affine canonical rays, front-to-back stages) is the
+    reference render of every camera ray; early termination moves colour and opacity
+    by at most ``stop_transmittance``."""
+    av = FieldAvatar(template, appearances=["a"], config=SMALL)
+    torch.nn.init.normal_(av.field.density_head.weight, std=0.05)
+    torch.nn.init.constant_(av.field.density_head.bias, 5.0)  # ~100 / m: rays saturate
+    rv, tr = _pose(template)
+    cam = Camera.look_at([0.4, -2.5, 1.1], [0.0, 0.0, 0.9], 40, 48, fov_deg=50.0)
+    body = av.pose(rv, tr)
+    o, d = cam.rays()
+    with torch.no_grad():
+        exact = RenderConfig(samples=samples, stop_transmittance=0.0)
+        ref = render_rays(av, body, WarpMeshCaster(body.vertices, template.faces), o, d, "a", exact)
+        out = render_image(av, cam, rv, tr, "a", config=exact)
+        assert torch.equal(out.hit.reshape(-1), ref.hit) and ref.hit.sum() > 100
+        assert (out.rgb.reshape(-1, 3) - ref.rgb).abs().max() < 1e-5
+        assert (out.alpha.reshape(-1) - ref.alpha).abs().max() < 1e-5
+        assert (out.depth.reshape(-1) - ref.depth).abs().max() < 1e-5
+        stop = RenderConfig(samples=samples, stop_transmittance=1e-2)
+        early = render_image(av, cam, rv, tr, "a", config=stop)
+        err = (early.rgb.reshape(-1, 3) - ref.rgb).abs().max()
+        assert 0 < err <= 1e-2 + 1e-6  # some rays stopped, none by more than the bound
+        assert (early.alpha.reshape(-1) - ref.alpha).abs().max() <= 1e-2 + 1e-6
+
+
+def test_render_image_of_a_body_outside_the_view_is_background(template):
+    av = FieldAvatar(template, appearances=["a"], config=SMALL)
+    rv, tr = _pose(template)
+    out = render_image(av, _front_camera(16), rv, tr + torch.tensor([5.0, 0.0, 0.0]), "a")
+    assert not out.hit.any() and out.alpha.eq(0).all() and out.rgb.eq(0).all()
+
+
 # ---------------------------------------------------------------------------
 # learning
 

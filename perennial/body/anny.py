@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from perennial._warp import warp
 from perennial.body.cache import cache_dir
 from perennial.body.rig import ANNY_BONES, ANNY_FACIAL_ACTIONS, ANNY_PARENTS, PHENOTYPE_LABELS
-from perennial.body.template import BodyOutput
+from perennial.body.template import BodyOutput, RestState
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,47 @@ class AnnyTemplate(nn.Module):
             transforms=transforms,
             rest_vertices=out["rest_vertices"],
         )
+
+    def rest_state(self, phenotype: Tensor | dict[str, float] | None = None) -> RestState:
+        """The unposed body of one phenotype, for posing many frames with :meth:`pose_rest`.
+
+        Phenotype blendshapes and rest bone orientations cost about two thirds of a
+        single-frame :meth:`forward`; a person's phenotype is fixed, so they are
+        computed once here (no gradients, no facial actions).
+        """
+        with torch.no_grad():
+            pose = torch.eye(4, device=self.skin_weights.device).repeat(1, self.num_bones, 1, 1)
+            out = self.model(pose_parameters=pose, phenotype_kwargs=self.phenotype_tensor(phenotype, 1))
+        return RestState(vertices=out["rest_vertices"][0].float(), bone_poses=out["rest_bone_poses"][0].float())
+
+    def pose_rest(
+        self, rotvec: Tensor, translation: Tensor, rest: RestState, vertices: bool = True
+    ) -> tuple[Tensor | None, Tensor]:
+        """Pose a :meth:`rest_state`: forward kinematics and skinning only.
+
+        Same numbers as :meth:`forward` with that phenotype and no facial actions.
+
+        Args:
+            rotvec: (B, J, 3) rotation vectors (as :meth:`forward`); translation: (B, 3).
+            rest: from :meth:`rest_state`.
+            vertices: also skin the mesh (without gradients).
+
+        Returns:
+            vertices (B, V, 3) or None, and the skinning transforms (B, J, 4, 4),
+            differentiable w.r.t. ``rotvec`` and ``translation``.
+        """
+        import roma
+
+        B = rotvec.shape[0]
+        pose = torch.eye(4, dtype=rotvec.dtype, device=rotvec.device).repeat(B, self.num_bones, 1, 1)
+        pose[..., :3, :3] = roma.rotvec_to_rotmat(rotvec)
+        pose[:, 0, :3, 3] = translation
+        transforms, _ = self.model.get_bone_transforms(pose, rest.bone_poses[None])
+        verts = None
+        if vertices:
+            with torch.no_grad():
+                verts = self.model.get_skinned_vertices(rest.vertices[None].expand(B, -1, -1), transforms)
+        return verts, transforms
 
     def rest_pose(self, batch: int = 1) -> tuple[Tensor, Tensor]:
         """Zero rotations at the origin: (rotvec (B, J, 3), translation (B, 3))."""

@@ -28,6 +28,19 @@ class BodyOutput:
     rest_vertices: Tensor
 
 
+@dataclass
+class RestState:
+    """The unposed body of one phenotype (see ``BodyTemplate.rest_state``).
+
+    Attributes:
+        vertices: (V, 3) rest mesh, metres.
+        bone_poses: (J, 4, 4) rest pose of each bone.
+    """
+
+    vertices: Tensor
+    bone_poses: Tensor
+
+
 class BodyTemplate(Protocol):
     """A skinned, posable body mesh.
 
@@ -56,3 +69,13 @@ class BodyTemplate(Protocol):
         phenotype: Tensor | dict[str, float] | None = None,
         facial_actions: Tensor | None = None,
     ) -> BodyOutput: ...
+
+    def rest_state(self, phenotype: Tensor | dict[str, float] | None = None) -> RestState:
+        """The rest body of one phenotype, computed once per person."""
+        ...
+
+    def pose_rest(
+        self, rotvec: Tensor, translation: Tensor, rest: RestState, vertices: bool = True
+    ) -> tuple[Tensor | None, Tensor]:
+        """(posed vertices (B, V, 3) or None, skinning transforms (B, J, 4, 4)) of a rest state."""
+        ...

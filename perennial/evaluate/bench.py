@@ -121,9 +121,11 @@ def bench_motion(paths: list[str] | None = None, strip: str | None = None) -> di
 def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int = 10, train_steps: int = 30) -> dict:
     """Field avatar: median render time of a full-body frame per size, and training steps/s.
 
-    Uses the avatar at ``avatar_path`` (its first appearance) or a fresh one;
-    the renderer's cost does not depend on the weights (fixed samples per ray).
-    The body stands in a walking pose and fills the frame's height, seen from the front.
+    Uses the avatar at ``avatar_path`` (its first appearance, its render settings) or a
+    fresh one. The cost depends on the weights through early ray termination: a fresh
+    avatar's faint density lets no ray stop early, so time a trained avatar for the
+    figure a user sees. The body stands in a walking pose and fills the frame's height,
+    seen from the front.
     """
     import torch
 
@@ -146,7 +148,13 @@ def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int =
     rv, off = procedural_motion("walk", 8)
     rotvec, translation = rv[2], off[2] + torch.tensor([0.0, 0.0, 0.87])
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
-    res: dict = {"threads": torch.get_num_threads()}
+    cfg = avatar.render_config
+    res: dict = {
+        "threads": torch.get_num_threads(),
+        "avatar": str(avatar_path) if avatar_path else "fresh (untrained)",
+        "samples_per_ray": cfg.samples,
+        "stop_transmittance": cfg.stop_transmittance,
+    }
     for size in sizes:
         cam = Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.85], size, size, fov_deg=36.0)
         out = render_image(avatar, cam, rotvec, translation, name, caster=caster)

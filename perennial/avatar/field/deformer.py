@@ -176,9 +176,9 @@ class Deformer:
         self.template = template
         self.phenotype = dict(phenotype or {})
         self.margin = float(margin)
-        with torch.no_grad():
-            rest = template(*template.rest_pose(1), phenotype=self.phenotype).rest_vertices[0]
-        self.rest_vertices = rest.float()
+        self.rest = template.rest_state(self.phenotype)
+        rest = self.rest.vertices
+        self.rest_vertices = rest
         self.faces = template.faces
         self.vertex_weights = template.dense_skin_weights()
         lo = rest.min(0).values - self.margin
@@ -204,10 +204,9 @@ class Deformer:
         rv = rotvec[None].float()
         if corrector is not None:
             rv = corrector(rv)
-        out = self.template(rv, translation[None].float(), phenotype=self.phenotype)
-        return PosedBody(
-            rotvec=rv[0], vertices=out.vertices[0].detach(), transforms=out.transforms[0]
-        )
+        # forward kinematics + skinning of the cached rest body: the phenotype is fixed
+        verts, transforms = self.template.pose_rest(rv, translation[None].float(), self.rest)
+        return PosedBody(rotvec=rv[0], vertices=verts[0], transforms=transforms[0])
 
     def hit_weights(self, face: Tensor, bary: Tensor) -> Tensor:
         """(R, J) skinning weights at surface points given by face id and barycentrics.

@@ -116,6 +116,13 @@ def positional_encoding(x: Tensor, frequencies: int) -> Tensor:
     return torch.cat([x, torch.sin(xf), torch.cos(xf)], -1)
 
 
+def _linear_with_code(layer: nn.Linear, x: Tensor, code: Tensor) -> Tensor:
+    """``layer(cat([x, code.expand(N, -1)], -1))`` without building the concatenation."""
+    k = x.shape[1]
+    bias = torch.addmv(layer.bias, layer.weight[:, k:], code.to(layer.weight.dtype))
+    return nn.functional.linear(x, layer.weight[:, :k], bias)
+
+
 class CanonicalField(nn.Module):
     """Shared MLP over canonical space plus per-appearance storage.
 
@@ -172,16 +179,8 @@ class CanonicalField(nn.Module):
         if appearance not in self.appearances:
             raise KeyError(f"unknown appearance {appearance!r}; known: {list(self.appearances)}")
         app = self.appearances[appearance]
-        n = points.shape[0]
-        local = app.triplane(points)  # (N, 3C)
-        x = torch.cat(
-            [
-                positional_encoding(points, self.config.pe_frequencies),
-                local,
-                app.geometry_code.expand(n, -1),
-            ],
-            -1,
-        )
+        pe = positional_encoding(points, self.config.pe_frequencies)
+        x = torch.cat([pe, app.triplane(points)], -1)  # (N, 3 + 6 L + 3 C)
         mode = self.config.autocast
         if mode not in ("on", "off", "auto"):
             raise ValueError(f"autocast must be 'on', 'off' or 'auto', got {mode!r}")
@@ -189,9 +188,13 @@ class CanonicalField(nn.Module):
             mode == "on" or (mode == "auto" and cpu_has_fast_bf16())
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            h = self.trunk(x)
+            # the global codes are the same for every point: their share of the first
+            # layers is a bias, so no (N, code_dim) copies are made (same parameters)
+            h = _linear_with_code(self.trunk[0], x, app.geometry_code)
+            h = self.trunk[1:](h)  # ReLU, Linear, ...: the first layer is done
             raw = self.density_head(h)
-            c = self.color_head(torch.cat([h, app.color_code.expand(n, -1).to(h.dtype)], -1))
+            c = _linear_with_code(self.color_head[0], h, app.color_code)
+            c = self.color_head[1:](c)
         sigma = nn.functional.softplus(raw.float()[:, 0]) * self.config.density_scale
         return sigma, torch.sigmoid(c.float())
 
