@@ -35,9 +35,9 @@ from perennial.render.raycast import Hit, WarpMeshCaster
 __all__ = [
     "RenderConfig",
     "RenderOutput",
+    "body_box",
     "composite",
     "render_image",
-    "body_box",
     "render_rays",
     "volume_weights",
 ]
