@@ -197,7 +197,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "raycast": lambda: bench.bench_raycast(repeats=a.repeats),
         "synth": lambda: bench.bench_synth(),
         "motion": lambda: bench.bench_motion(a.bvh, strip=a.strip),
-        "speed": lambda: bench.bench_speed(a.avatar, repeats=a.repeats),
+        "speed": lambda: bench.bench_speed(a.avatar, repeats=a.repeats, capture_path=a.capture),
         "continual": lambda: _bench_continual(a),
     }
     names = [n for n in runs if n not in ("motion", "continual")] if a.what == "all" else [a.what]
@@ -205,7 +205,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     for name in names:
         results[name] = runs[name]()
         for k, v in results[name].items():
-            print(f"{name:8s} {k:34s} {v:.2f}" if isinstance(v, float) else f"{name:8s} {k:34s} {v}")
+            shown = (f"{v:.2f}" if v == 0 or abs(v) >= 0.1 else f"{v:.2g}") if isinstance(v, float) else v
+            print(f"{name:8s} {k:34s} {shown}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
@@ -317,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["body", "raycast", "synth", "motion", "speed", "continual", "all"])
     b.add_argument("--quick", action="store_true", help="continual: small and fast (about 10 min)")
     b.add_argument("--out", default="out/bench-continual", help="continual: output folder (default: out/bench-continual)")
-    b.add_argument("--avatar", help="speed: time this avatar instead of a fresh one")
+    b.add_argument("--avatar", help="speed: time this avatar instead of a fresh (untrained) one")
+    b.add_argument("--capture", help="speed, with --avatar: also held-out PSNR and render time at 16/8/6 samples per ray")
     b.add_argument("--bvh", nargs="*", help="motion: BVH files (default: the CMU samples in shared/data/motion/cmu)")
     b.add_argument("--strip", help="motion: also write a frame strip PNG of the first clip here")
     b.add_argument("--repeats", type=int, default=10, help="timed repeats per figure (median reported)")

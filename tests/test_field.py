@@ -24,6 +24,7 @@ from perennial.avatar.field.render import (
     volume_weights,
 )
 from perennial.avatar.field.train import FitConfig, fit, psnr
+from perennial.body.lbs import blend_transforms
 from perennial.render.camera import Camera
 from perennial.render.raycast import WarpMeshCaster
 
@@ -267,6 +268,22 @@ def test_render_image_misses_are_background(template):
     first = WarpMeshCaster(body.vertices, template.faces).cast(o, d).depth.reshape(32, 32)[out.hit]
     z = out.depth[out.hit] / out.alpha[out.hit]
     assert ((z - first).abs() <= cfg.margin + 1e-4).all()
+
+
+def test_posed_body_equals_the_template_and_surface_transforms_blend_the_weights(template):
+    av = FieldAvatar(template, appearances=["a"], config=SMALL)
+    rv, tr = _pose(template)
+    body = av.pose(rv, tr)
+    ref = template(rv[None], tr[None])
+    assert torch.allclose(body.vertices, ref.vertices[0], atol=1e-5)
+    assert torch.allclose(body.transforms, ref.transforms[0], atol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    face = torch.randint(template.faces.shape[0], (50,), generator=g)
+    bary = torch.rand(50, 3, generator=g)
+    bary = bary / bary.sum(1, keepdim=True)
+    dfm = av.deformer
+    expect = blend_transforms(dfm.hit_weights(face, bary), body.transforms)[:, :3]
+    assert torch.allclose(dfm.surface_transforms(face, bary, body), expect, atol=1e-5)
 
 
 @pytest.mark.parametrize("samples", [5, 8])

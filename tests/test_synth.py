@@ -55,6 +55,10 @@ def test_procedural_motions():
         assert np.isfinite(rv.numpy()).all()
     with pytest.raises(ValueError, match="unknown motion"):
         procedural_motion("dance", 4)
+    # a 2-frame clip (the few-shot captures' training frame + held-out frame) has two poses
+    for name in ("walk", "wave", "squat", "turn"):
+        rv, _ = procedural_motion(name, 2)
+        assert (rv[0] - rv[1]).abs().max() > 0.3, name
 
 
 def test_synth_refuses_bad_arguments(tmp_path, template):

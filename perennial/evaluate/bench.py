@@ -28,6 +28,59 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def _bench_weights(avatar, rotvec, translation, caster, repeats: int = 3) -> dict:
+    """Deformer cost of the 256 px bench frame's samples: hit ("ray") vs closest-point ("point") weights."""
+    import torch
+
+    from perennial.avatar.field.render import shell_samples
+    from perennial.render.camera import Camera
+
+    cam = Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.85], 256, 256, fov_deg=36.0)
+    dfm = avatar.deformer
+    with torch.no_grad():
+        body = avatar.pose(rotvec, translation)
+        caster.update(body.vertices)
+        o, d = cam.rays()
+        hit = caster.cast(o, d)
+        m = hit.mask
+        t, _ = shell_samples(hit.depth[m], 16, avatar.render_config.margin, jitter=False)
+        pts = o[m][:, None] + t[..., None] * d[m][:, None]
+
+        def ray():
+            return dfm.canonical_rays(pts, dfm.hit_weights(hit.face[m], hit.bary[m]), body.transforms)
+
+        return {
+            "deform_samples": int(pts.shape[0] * pts.shape[1]),
+            "deform_ray_weights_ms": median_ms(ray, repeats),
+            "deform_point_weights_ms": median_ms(lambda: dfm.canonical_points(pts.reshape(-1, 3), body), repeats),
+        }
+
+
+def _bench_samples(avatar, capture_path: str, appearance: str, max_views: int = 24) -> dict:
+    """Held-out PSNR (frame and person box) and median render ms per samples-per-ray setting."""
+    import dataclasses
+
+    from perennial.capture import read_capture
+    from perennial.evaluate.protocol import evaluate_avatar
+
+    cap = read_capture(capture_path)
+    keep = avatar.render_config
+    out = {}
+    try:
+        for samples, stop in ((16, keep.stop_transmittance), (8, keep.stop_transmittance),
+                              (6, keep.stop_transmittance), (6, 0.0)):  # fmt: skip
+            avatar.render_config = dataclasses.replace(keep, samples=samples, stop_transmittance=stop)
+            r = evaluate_avatar(avatar, cap, appearance, lpips_nets=(), max_views=max_views, progress=False)
+            tag = f"s{samples}" + ("_no_stop" if stop == 0 else "")
+            out[f"heldout_{tag}_psnr"] = r["mean"]["psnr"]
+            out[f"heldout_{tag}_psnr_box"] = r["mean"]["psnr_bbox"]
+            out[f"heldout_{tag}_render_ms"] = r["render_ms_median"]
+    finally:
+        avatar.render_config = keep
+    out["heldout_views"] = r["mean"]["count"]
+    return out
+
+
 def bench_body(repeats: int = 10) -> dict:
     """Body template: cold/warm construction and forward time at B=1 and B=64."""
     import torch
@@ -118,14 +171,16 @@ def bench_motion(paths: list[str] | None = None, strip: str | None = None) -> di
     return flat
 
 
-def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int = 10, train_steps: int = 30) -> dict:
+def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int = 10, train_steps: int = 30,
+                capture_path: str | None = None) -> dict:  # fmt: skip
     """Field avatar: median render time of a full-body frame per size, and training steps/s.
 
     Uses the avatar at ``avatar_path`` (its first appearance, its render settings) or a
     fresh one. The cost depends on the weights through early ray termination: a fresh
     avatar's faint density lets no ray stop early, so time a trained avatar for the
     figure a user sees. The body stands in a walking pose and fills the frame's height,
-    seen from the front.
+    seen from the front. With ``capture_path`` (the avatar's capture), also the held-out
+    quality and render time at 16, 8 and 6 samples per ray, and 6 without early termination.
     """
     import torch
 
@@ -146,7 +201,7 @@ def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int =
         avatar = FieldAvatar(template, {}, ["a"])
     name = next(iter(avatar.field.appearances))
     rv, off = procedural_motion("walk", 8)
-    rotvec, translation = rv[2], off[2] + torch.tensor([0.0, 0.0, 0.87])
+    rotvec, translation = rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87])  # widest stride
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     cfg = avatar.render_config
     res: dict = {
@@ -161,6 +216,9 @@ def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int =
         res[f"render_{size}_ms"] = median_ms(lambda cam=cam: render_image(avatar, cam, rotvec, translation, name, caster=caster), repeats)
         res[f"render_{size}_fps"] = 1000.0 / res[f"render_{size}_ms"]
         res[f"render_{size}_body_pixels"] = int(out.hit.sum())
+    res.update(_bench_weights(avatar, rotvec, translation, caster, repeats=3))
+    if capture_path:
+        res.update(_bench_samples(avatar, capture_path, name))
     # training: the same step as `perennial create` on a small synthetic capture
     import tempfile
 

@@ -99,7 +99,7 @@ def render_scaling(path: Path, counts=(1, 20), repeats: int = 7) -> dict:
         while len(avatar.field.appearances) < n:
             avatar.field.add_appearance(f"extra-{len(avatar.field.appearances)}")
         out[f"render_ms_{n}_appearances"] = median_ms(
-            lambda: render_image(avatar, cam, rv[2], off[2] + torch.tensor([0.0, 0.0, 0.87]), first, caster=caster), repeats)
+            lambda: render_image(avatar, cam, rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87]), first, caster=caster), repeats)
     return out
 
 

@@ -36,7 +36,8 @@ def _relaxed_arms(rv: Tensor, swing: float = 0.0) -> None:
 
 def _walk(phase: float) -> tuple[Tensor, Tensor]:
     rv = torch.zeros(len(ANNY_BONES), 3)
-    s = math.sin(2 * math.pi * phase)
+    # starts at the widest stride, so frames half a cycle apart are the two strides
+    s = math.cos(2 * math.pi * phase)
     _set(rv, "upperleg01.L", x=-0.45 * s)
     _set(rv, "upperleg01.R", x=0.45 * s)
     _set(rv, "lowerleg01.L", x=0.7 * max(0.0, s))
@@ -45,13 +46,15 @@ def _walk(phase: float) -> tuple[Tensor, Tensor]:
     _set(rv, "foot.R", x=-0.2 * max(0.0, -s))
     _relaxed_arms(rv, swing=0.35 * s)
     _set(rv, "spine03", z=0.08 * s)
-    lift = 0.02 * abs(math.sin(2 * math.pi * phase))
+    lift = 0.02 * abs(s)
     return rv, torch.tensor([0.0, 0.0, -lift])
 
 
 def _wave(phase: float) -> tuple[Tensor, Tensor]:
     rv = torch.zeros(len(ANNY_BONES), 3)
-    s = math.sin(4 * math.pi * phase)
+    # one wave per cycle, starting at the end of a swing: frames half a cycle apart (a
+    # 2-frame clip) fall on opposite ends; two waves per cycle gave the same pose twice
+    s = math.cos(2 * math.pi * phase)
     _relaxed_arms(rv)
     rv[_IDX["upperarm01.R"]] = torch.tensor([0.0, 1.2, 0.0])  # raise the right arm sideways
     _set(rv, "lowerarm01.R", y=0.9 + 0.45 * s)  # forearm up, waving

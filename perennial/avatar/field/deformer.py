@@ -150,11 +150,14 @@ class PosedBody:
         rotvec: (J, 3) corrected pose, radians (differentiable w.r.t. the corrector).
         vertices: (V, 3) posed vertices, world metres (no gradient; for ray casting).
         transforms: (J, 4, 4) rest -> posed bone transforms (differentiable).
+        vertex_transforms: (V, 3, 4) each vertex's blended rest -> posed transform, the
+            top three rows (no gradient; skins the mesh and, interpolated, the hits).
     """
 
     rotvec: Tensor
     vertices: Tensor
     transforms: Tensor
+    vertex_transforms: Tensor
 
 
 class Deformer:
@@ -204,9 +207,26 @@ class Deformer:
         rv = rotvec[None].float()
         if corrector is not None:
             rv = corrector(rv)
-        # forward kinematics + skinning of the cached rest body: the phenotype is fixed
-        verts, transforms = self.template.pose_rest(rv, translation[None].float(), self.rest)
-        return PosedBody(rotvec=rv[0], vertices=verts[0], transforms=transforms[0])
+        # forward kinematics of the cached rest body (the phenotype is fixed), then linear
+        # blend skinning with the dense weights: one (V, J) x (J, 12) product gives every
+        # vertex's transform, which also serves the rays' hit points (surface_transforms)
+        _, transforms = self.template.pose_rest(rv, translation[None].float(), self.rest, vertices=False)
+        with torch.no_grad():
+            J = transforms.shape[1]
+            vt = (self.vertex_weights @ transforms[0, :, :3].reshape(J, 12)).view(-1, 3, 4)
+            verts = (vt[:, :, :3] * self.rest_vertices[:, None, :]).sum(-1) + vt[:, :, 3]
+        return PosedBody(rotvec=rv[0], vertices=verts, transforms=transforms[0], vertex_transforms=vt)
+
+    def surface_transforms(self, face: Tensor, bary: Tensor, body: PosedBody) -> Tensor:
+        """(R, 3, 4) blended transforms at surface points (face ids, barycentrics), no gradient.
+
+        Equal to ``blend_transforms(hit_weights(face, bary), body.transforms)[:, :3]`` (skinning
+        is linear in the weights), from three (R, 12) gathers instead of three (R, J) ones.
+        """
+        tri = self.faces[face.clamp_min(0)]
+        vt = body.vertex_transforms.reshape(-1, 12)
+        A = bary[:, 0:1] * vt[tri[:, 0]] + bary[:, 1:2] * vt[tri[:, 1]] + bary[:, 2:3] * vt[tri[:, 2]]
+        return A.view(-1, 3, 4)
 
     def hit_weights(self, face: Tensor, bary: Tensor) -> Tensor:
         """(R, J) skinning weights at surface points given by face id and barycentrics.

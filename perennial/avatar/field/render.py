@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from perennial.avatar.field.deformer import PosedBody
-from perennial.body.lbs import blend_transforms
 from perennial.render.camera import Camera
 from perennial.render.raycast import Hit, WarpMeshCaster
 
@@ -247,10 +246,10 @@ def _render_hits(
         bg = torch.tensor(config.background, dtype=torch.float32, device=origins.device)
         return torch.cat([o.rgb for o in out]) - (1 - a)[:, None] * bg, a, torch.cat([o.depth for o in out])
     t, deltas = shell_samples(hit_depth, S, config.margin, jitter=False)
-    A = blend_transforms(deformer.hit_weights(face, bary), body.transforms)  # (R, 4, 4)
-    Minv = torch.linalg.inv(A[:, :3, :3])
+    A = deformer.surface_transforms(face, bary, body)  # (R, 3, 4)
+    Minv = torch.linalg.inv(A[:, :, :3])
     # normalised canonical sample: (Minv (o + t d - A_t) - centre) / half = x0 + t x1
-    x0 = (torch.einsum("rik,rk->ri", Minv, origins - A[:, :3, 3]) - deformer.center) / deformer.half_extent
+    x0 = (torch.einsum("rik,rk->ri", Minv, origins - A[:, :, 3]) - deformer.center) / deformer.half_extent
     x1 = torch.einsum("rik,rk->ri", Minv, dirs) / deformer.half_extent
     R = origins.shape[0]
     color = torch.zeros(R, 3, device=origins.device)
