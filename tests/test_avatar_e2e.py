@@ -94,14 +94,14 @@ def test_cli_create_render_eval(tmp_path, tiny_capture):
     from perennial.motion.clip import MotionClip
     from perennial.motion.procedural import procedural_motion
 
-    rv, off = procedural_motion("wave", 3)
+    rv, off = procedural_motion("wave", 4)  # 4 different consecutive poses (GIF merges repeats)
     MotionClip(rv, off + 0.87, fps=10.0).save(tmp_path / "wave.npz")
     r = run("render", str(av), "--appearance", "outfit-a", "--motion", str(tmp_path / "wave.npz"), "--camera", "front",
             "--size", "32", "--fps", "10", "--out", str(tmp_path / "wave.gif"), "--quiet")  # fmt: skip
     assert r.returncode == 0, r.stderr
     from PIL import Image
 
-    assert Image.open(tmp_path / "wave.gif").n_frames == 3
+    assert Image.open(tmp_path / "wave.gif").n_frames == 4
     r = run("eval", str(av), "--capture", str(tiny_capture.root), "--json", str(tmp_path / "m.json"), "--quiet")
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "m.json").read_text())
