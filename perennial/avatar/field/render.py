@@ -49,8 +49,8 @@ class RenderConfig:
     samples: int = 6
     """Samples per ray in the shell around the first hit when rendering images (training
     uses ``TrainConfig.samples``, jittered). On held-out views of the synthetic benchmark,
-    against 16 samples: 8 cost 0.03 dB, 6 cost 0.17 dB and render 2.3x faster (see
-    ``perennial bench speed --avatar``)."""
+    against 16 samples, two avatars: 8 cost 0.03-0.05 dB, 6 cost 0.11-0.15 dB and render
+    2-2.5x faster (``perennial bench speed --avatar AV --capture CAP``)."""
     margin: float = 0.06
     """Half thickness of the shell around the first hit, metres; also the deformer's margin."""
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -309,8 +309,8 @@ def render_image(
     """Render one full image (row-major rays) without gradients.
 
     Only the pixels inside the posed mesh's projected box are cast (:func:`body_box`),
-    and only rays that hit the mesh reach the field, ``config.chunk`` rays at a time;
-    the result equals :func:`render_rays` on all the camera's rays.
+    and only rays that hit the mesh reach the field (:func:`_render_hits`); the result
+    equals :func:`render_rays` on all the camera's rays, up to ``config.stop_transmittance``.
 
     Args:
         avatar: a :class:`~perennial.avatar.field.model.FieldAvatar`.
@@ -332,7 +332,6 @@ def render_image(
     alpha = torch.zeros(H * W, device=dev)
     depth = torch.zeros(H * W, device=dev)
     hit_mask = torch.zeros(H * W, dtype=torch.bool, device=dev)
-    out = RenderOutput(rgb, alpha, depth, hit_mask)
     body = avatar.pose(rotvec, translation)
     box = body_box(camera, body.vertices)
     if box is not None:
@@ -356,8 +355,8 @@ def render_image(
             rgb[pid] = c + (1.0 - a)[:, None] * rgb[pid]
             alpha[pid], depth[pid], hit_mask[pid] = a, z, True
     return RenderOutput(
-        rgb=out.rgb.reshape(H, W, 3),
-        alpha=out.alpha.reshape(H, W),
-        depth=out.depth.reshape(H, W),
-        hit=out.hit.reshape(H, W),
+        rgb=rgb.reshape(H, W, 3),
+        alpha=alpha.reshape(H, W),
+        depth=depth.reshape(H, W),
+        hit=hit_mask.reshape(H, W),
     )
