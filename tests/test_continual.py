@@ -42,7 +42,8 @@ def test_learn_adds_an_appearance(tmp_path, captures, base_avatar, template, str
     a, b = captures
     assert len(b.views_of("train")) == 5
     path = copy_avatar(base_avatar, tmp_path / "av")
-    cfg = ContinualConfig(strategy=strategy, steps=60, rays_per_step=512, patch=16)
+    # checkpoints on the way (shared-local's aliased tri-plane must survive them)
+    cfg = ContinualConfig(strategy=strategy, steps=60, rays_per_step=512, patch=16, checkpoint_every=25)
     v = learn_appearance(path, b, cfg, progress=False, template=template)
     assert v.number == 2 and [r["name"] for r in v.state["appearances"]] == ["outfit-a", "outfit-b"]
     assert v.state["history_entry"]["strategy"] == strategy

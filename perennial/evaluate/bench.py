@@ -82,7 +82,7 @@ def _bench_samples(avatar, capture_path: str, appearance: str, max_views: int = 
 
 
 def bench_body(repeats: int = 10) -> dict:
-    """Body template: cold/warm construction and forward time at B=1 and B=64."""
+    """Body template: cold/warm construction, forward time at B=1 and B=64, posing a cached rest body."""
     import torch
 
     from perennial.body.anny import AnnyTemplate, _cache_file
@@ -111,6 +111,11 @@ def bench_body(repeats: int = 10) -> dict:
             rv = torch.randn(B, template.num_bones, 3, generator=g) * 0.2
             tr = torch.zeros(B, 3)
             res[f"forward_B{B}_ms"] = median_ms(lambda rv=rv, tr=tr: template(rv, tr), repeats)
+        # what the field avatar pays per frame: FK + skinning of a cached rest body
+        rest = template.rest_state()
+        rv, tr = torch.randn(1, template.num_bones, 3, generator=g) * 0.2, torch.zeros(1, 3)
+        res["pose_rest_B1_ms"] = median_ms(lambda: template.pose_rest(rv, tr, rest), repeats)
+        res["pose_rest_B1_no_vertices_ms"] = median_ms(lambda: template.pose_rest(rv, tr, rest, vertices=False), repeats)
     return res
 
 

@@ -25,7 +25,8 @@ def save_checkpoint(path: Path, model: nn.Module, optim: torch.optim.Optimizer, 
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    # clone: safetensors refuses tensors that share memory (shared-local's tri-planes do)
+    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     osd = optim.state_dict()
     for i, st in osd["state"].items():
         for k, v in st.items():
