@@ -221,12 +221,11 @@ class Deformer:
         """(R, 3, 4) blended transforms at surface points (face ids, barycentrics), no gradient.
 
         Equal to ``blend_transforms(hit_weights(face, bary), body.transforms)[:, :3]`` (skinning
-        is linear in the weights), from three (R, 12) gathers instead of three (R, J) ones.
+        is linear in the weights): the per-vertex transforms interpolated like the weights,
+        gathering (R, 12) rows instead of (R, J) ones.
         """
-        tri = self.faces[face.clamp_min(0)]
         vt = body.vertex_transforms.reshape(-1, 12)
-        A = bary[:, 0:1] * vt[tri[:, 0]] + bary[:, 1:2] * vt[tri[:, 1]] + bary[:, 2:3] * vt[tri[:, 2]]
-        return A.view(-1, 3, 4)
+        return surface_weights(self.faces, face, bary, vt).view(-1, 3, 4)
 
     def hit_weights(self, face: Tensor, bary: Tensor) -> Tensor:
         """(R, J) skinning weights at surface points given by face id and barycentrics.

@@ -20,7 +20,7 @@ and one **shared MLP** maps a canonical point to density and colour:
 
 Depth and width: 2 trunk layers + density head + 2 colour layers, width 64
 (MaintaAvatar uses an 8x256 MLP). Chosen for CPU speed: the detail lives in the
-tri-planes, and on the synthetic benchmark a 2-layer trunk rendered 17 % faster
+tri-planes, and on the synthetic benchmark a 2-layer trunk rendered 16 % faster
 than 3 layers with no loss of held-out PSNR (34.3 vs 33.0 dB, one run each; runs
 of the same setting vary by ~0.7 dB); see docs/ARCHITECTURE.md. The MLP runs under bf16 autocast
 on CPUs with native bf16 matmul (AMX / AVX512-BF16: ~2-4x faster than fp32),
