@@ -133,7 +133,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
             jobs.append((f"{v.camera}/{v.frame:06d}", cap.cameras[v.camera], rv, tr))
         fps = 10.0
     else:
-        from perennial.motion.clip import load_motion
+        from perennial.motion.load import load_motion
         from perennial.render.camera_paths import camera_path
 
         clip = load_motion(a.motion, fps=a.fps)
@@ -162,7 +162,8 @@ def _cmd_render(a: argparse.Namespace) -> int:
 
 
 def _cmd_motion_import(a: argparse.Namespace) -> int:
-    from perennial.motion.bank import import_bank, load_bank, save_bank_npz
+    from perennial.motion.bank import load_bank, save_bank_npz
+    from perennial.motion.bank_import import import_bank
 
     out = Path(a.out)
     as_npz = out.suffix.lower() == ".npz"
@@ -179,7 +180,7 @@ def _cmd_motion_import(a: argparse.Namespace) -> int:
 
 def _cmd_motion_render(a: argparse.Namespace) -> int:
     from perennial.capture.synth import render_clip_video
-    from perennial.motion.clip import load_motion
+    from perennial.motion.load import load_motion
 
     clip = load_motion(a.clip, fps=a.fps)
     if a.seconds:

@@ -70,7 +70,8 @@ def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 1500, size: 
               for v in vs for lab in ("truth", "render", "error x4")]  # fmt: skip
     save_png(out / "side-by-side.png", contact_sheet(tiles, cols=3, labels=labels))
     from perennial.evaluate.bench import default_bvh_samples
-    from perennial.motion.clip import MotionClip, load_motion
+    from perennial.motion.clip import MotionClip
+    from perennial.motion.load import load_motion
     from perennial.render.camera_paths import camera_path
     from perennial.render.video import write_video
 

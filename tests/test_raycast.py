@@ -1,4 +1,5 @@
-"""Tests for perennial.render.raycast: warp ray casting against its torch z-buffer twin."""
+"""Tests for perennial.render.raycast (warp ray casting) against perennial.render.rasterize
+(its torch z-buffer twin), and the ray-casting benchmark."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ import math
 import pytest
 import torch
 
+from perennial.evaluate.bench import bench_raycast_mesh
 from perennial.render.camera import Camera
-from perennial.render.raycast import (
-    Hit,
-    WarpMeshCaster,
-    bench_raycast,
-    cast_rays_warp,
-    rasterize_torch,
-    render_hits,
-)
+from perennial.render.rasterize import rasterize_torch
+from perennial.render.raycast import Hit, WarpMeshCaster, cast_rays_warp, render_hits
 
 # ---------------------------------------------------------------------------
 # procedural meshes
@@ -250,7 +246,7 @@ def test_bad_rays_and_arguments_raise():
 
 def test_bench_raycast_smoke(scene):
     vertices, faces, _ = scene
-    out = bench_raycast(vertices, faces, sizes=(32,), repeats=1)
+    out = bench_raycast_mesh(vertices, faces, sizes=(32,), repeats=1)
     assert set(out) == {"warp", "torch"}
     for backend in out.values():
         assert set(backend) == {32} and backend[32] > 0

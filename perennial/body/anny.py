@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from perennial._warp import warp
-from perennial.body.cache import cache_dir
 from perennial.body.rig import ANNY_BONES, ANNY_FACIAL_ACTIONS, ANNY_PARENTS, PHENOTYPE_LABELS
 from perennial.body.template import BodyOutput, RestState
+from perennial.util import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def motion_frames(motion: str, frames: int, fps: float, floor: float) -> tuple[T
         return rotvec, offset + torch.tensor([0.0, 0.0, floor])
     if Path(motion).suffix.lower() not in (".bvh", ".npz"):
         raise ValueError(f"unknown motion {motion!r}; use a built-in motion ({', '.join(MOTIONS)}) or a .bvh/.npz file")
-    from perennial.motion.clip import load_motion
+    from perennial.motion.load import load_motion
 
     if not Path(motion).is_file():
         raise FileNotFoundError(f"{motion}: no such motion file")

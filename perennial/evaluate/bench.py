@@ -6,8 +6,9 @@ so compare ratios measured together, not figures from different runs).
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -15,17 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
-def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+from perennial.util import median_ms
 
 
 def _bench_weights(avatar, rotvec, translation, caster, repeats: int = 3) -> dict:
@@ -124,14 +115,88 @@ def bench_raycast(sizes=(256, 512), repeats: int = 10) -> dict:
     import torch
 
     from perennial.body.anny import load_template
-    from perennial.render.raycast import bench_raycast as _bench
 
     template = load_template()
     rv, tr = template.rest_pose(1)
     tr[:, 2] = 0.9
     with torch.no_grad():
         v = template(rv, tr).vertices[0]
-    return _bench(v, template.faces, sizes=sizes, repeats=repeats)
+    return bench_raycast_mesh(v, template.faces, sizes=sizes, repeats=repeats)
+
+
+def bench_raycast_mesh(
+    vertices, faces, sizes: tuple[int, ...] = (256, 512), repeats: int = 10
+) -> dict[str, dict[int, float]]:
+    """Median wall time of one frame of each ray-casting backend at each image size.
+
+    The camera frames the mesh (:func:`framing_camera`). Warp is timed as a
+    per-frame refit plus the cast (its BVH is built once, its rays precomputed,
+    as a renderer with fixed cameras would); torch as a full rasterisation. One
+    untimed warm-up call per case absorbs kernel compilation; on a machine with
+    CUDA every call ends with a synchronisation.
+
+    Args:
+        vertices: (V, 3) world metres.
+        faces: (F, 3) integer vertex indices.
+        sizes: square image sizes in pixels.
+        repeats: timed calls per case.
+
+    Returns:
+        ``{"warp": {size: ms}, "torch": {size: ms}}`` medians in milliseconds.
+    """
+    import torch
+
+    from perennial.render.hit import check_mesh
+    from perennial.render.rasterize import rasterize_torch
+    from perennial.render.raycast import WarpMeshCaster
+
+    check_mesh(vertices, faces)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+
+    def synced(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+
+        return run
+
+    caster = WarpMeshCaster(vertices, faces)
+    out: dict[str, dict[int, float]] = {"warp": {}, "torch": {}}
+    for size in sizes:
+        cam = framing_camera(vertices, int(size)).to(vertices.device)
+        origins, dirs = cam.rays()
+        warp_frame = functools.partial(caster, vertices, origins, dirs)
+        torch_frame = functools.partial(rasterize_torch, vertices, faces, cam)
+        out["warp"][int(size)] = median_ms(synced(warp_frame), repeats)
+        out["torch"][int(size)] = median_ms(synced(torch_frame), repeats)
+    return out
+
+
+def framing_camera(vertices, size: int, fov_deg: float = 40.0):
+    """A square camera looking at the mesh's bounding box from -Y (the front of Anny).
+
+    Args:
+        vertices: (V, 3) world metres.
+        size: image width and height in pixels.
+        fov_deg: vertical field of view in degrees.
+
+    Returns:
+        A :class:`~perennial.render.camera.Camera` whose view holds the bounding
+        sphere of the mesh.
+    """
+    import torch
+
+    from perennial.render.camera import Camera
+
+    v = vertices.detach().float().cpu()
+    lo, hi = v.amin(0), v.amax(0)
+    centre = (lo + hi) / 2
+    radius = float((hi - lo).norm()) / 2
+    dist = radius / math.sin(math.radians(fov_deg) / 2) * 1.05
+    eye = centre + torch.tensor([0.0, -dist, 0.0])
+    return Camera.look_at(eye, centre, size, size, fov_deg=fov_deg)
 
 
 def bench_synth(cameras: int = 8, frames: int = 30, size: int = 256) -> dict:

@@ -84,10 +84,10 @@ def _weights_bytes(path: Path, n: int) -> int:
 def render_scaling(path: Path, counts=(1, 20), repeats: int = 7) -> dict:
     """Median render time of appearance 0 with ``counts`` appearances stored."""
     from perennial.avatar.field.render import render_image
-    from perennial.evaluate.bench import median_ms
     from perennial.motion.procedural import procedural_motion
     from perennial.render.camera import Camera
     from perennial.render.raycast import WarpMeshCaster
+    from perennial.util import median_ms
 
     avatar, _, _ = load_field_avatar(AvatarStore(path))
     first = next(iter(avatar.field.appearances))

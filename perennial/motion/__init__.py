@@ -3,18 +3,14 @@
 Light to import: the Anny model is only loaded when a function needs it.
 """
 
-from perennial.motion.bank import BankEntry, BankReport, MotionBank, import_bank, load_bank
+from perennial.motion.bank import MotionBank, load_bank
+from perennial.motion.bank_import import BankEntry, BankReport, import_bank
+from perennial.motion.bonemap import CMU_BONE_MAP, BoneMap, RetargetError, load_bone_map
 from perennial.motion.bvh import BVH, BVHError, BVHJoint, parse_bvh, read_bvh
-from perennial.motion.clip import MotionClip, MotionFormatError, load_motion
-from perennial.motion.retarget import (
-    CMU_BONE_MAP,
-    AnnyRestInfo,
-    BoneMap,
-    RetargetError,
-    load_bone_map,
-    rest_info,
-    retarget,
-)
+from perennial.motion.clip import MotionClip, MotionFormatError
+from perennial.motion.load import load_motion
+from perennial.motion.rest import AnnyRestInfo, rest_info
+from perennial.motion.retarget import retarget
 
 __all__ = [
     "BVH",

@@ -1,4 +1,8 @@
-"""Motion banks: many motion files imported into retargeted clips at one frame rate.
+"""Motion banks on disk: retargeted clips at one frame rate, and their index.
+
+A bank is written by :func:`perennial.motion.bank_import.import_bank`; this module
+holds its format, opens it (:func:`load_bank`) and exports all its frames
+(:func:`save_bank_npz`).
 
 On disk (``perennial-motion-bank``, version 1)::
 
@@ -14,294 +18,92 @@ On disk (``perennial-motion-bank``, version 1)::
      "skipped": [{"source": ".../bad.bvh", "reason": "...: line 12: ..."}],
      "report": {...}}
 
-A file that cannot be imported (malformed BVH, unknown type, a bone map that
-does not fit, ...) is skipped and listed with its reason; nothing is skipped
-silently. An interrupted import (Ctrl-C) still writes the index of the clips
-completed so far, with ``"complete": false``.
+``"complete": false`` marks a bank whose import was interrupted (the index lists
+the clips completed so far).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
-from perennial.motion.bvh import read_bvh
+from perennial.body.rig import ANNY_BONES
 from perennial.motion.clip import MotionClip, MotionFormatError
-from perennial.motion.retarget import BoneMap, _resolve_map, rest_info, retarget
 
-__all__ = ["BANK_FORMAT", "BankEntry", "BankReport", "MotionBank", "import_bank", "load_bank"]
+__all__ = [
+    "BANK_FORMAT",
+    "MotionBank",
+    "clip_file",
+    "load_bank",
+    "save_bank_npz",
+    "write_index",
+]
 
 BANK_FORMAT = "perennial-motion-bank"
 BANK_VERSION = 1
-MOTION_SUFFIXES = (".bvh", ".npz")
+INDEX_NAME = "bank.json"
+"""The index file inside a bank directory."""
+CLIPS_DIR = "clips"
+"""The folder of clips inside a bank directory."""
 
 
-@dataclass
-class BankEntry:
-    """The outcome of importing one file.
-
-    Attributes:
-        source: the input file.
-        status: ``"ok"`` or ``"skipped"``.
-        name: clip name in the bank (``""`` when skipped).
-        frames_in: frames read from the file (0 when unreadable).
-        frames_out: frames written at the bank's rate.
-        seconds: wall time spent on this file.
-        reason: why it was skipped (``""`` when imported).
-    """
-
-    source: str
-    status: str
-    name: str = ""
-    frames_in: int = 0
-    frames_out: int = 0
-    seconds: float = 0.0
-    reason: str = ""
+def clip_file(name: str) -> str:
+    """Where clip ``name`` lives, relative to the bank directory (``clips/<name>.npz``)."""
+    return f"{CLIPS_DIR}/{name}.npz"
 
 
-@dataclass
-class BankReport:
-    """Per-file report of :func:`import_bank`.
-
-    Attributes:
-        out: the bank directory.
-        fps: the bank's frame rate.
-        entries: one :class:`BankEntry` per input file, in input order.
-        setup_seconds: one-time preparation (Anny rest information, bone map).
-        seconds: time spent on the files (reading, retargeting, resampling, writing).
-        complete: False when the import was interrupted.
-    """
-
-    out: str
-    fps: float
-    entries: list[BankEntry] = field(default_factory=list)
-    setup_seconds: float = 0.0
-    seconds: float = 0.0
-    complete: bool = True
-
-    @property
-    def imported(self) -> list[BankEntry]:
-        return [e for e in self.entries if e.status == "ok"]
-
-    @property
-    def skipped(self) -> list[BankEntry]:
-        return [e for e in self.entries if e.status != "ok"]
-
-    @property
-    def frames_in(self) -> int:
-        """Source frames of the imported files."""
-        return sum(e.frames_in for e in self.imported)
-
-    @property
-    def frames_out(self) -> int:
-        return sum(e.frames_out for e in self.imported)
-
-    @property
-    def frames_per_second(self) -> float:
-        """Import speed: source frames imported per second of file work (setup excluded)."""
-        return self.frames_in / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "out": self.out,
-            "fps": self.fps,
-            "complete": self.complete,
-            "files": len(self.entries),
-            "imported": len(self.imported),
-            "skipped": len(self.skipped),
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "setup_seconds": self.setup_seconds,
-            "seconds": self.seconds,
-            "frames_per_second": self.frames_per_second,
-            "entries": [asdict(e) for e in self.entries],
-        }
-
-    def summary(self) -> str:
-        """A human-readable table: one line per file, then totals."""
-        lines = []
-        for e in self.entries:
-            if e.status == "ok":
-                lines.append(
-                    f"  ok       {e.name:<24} {e.frames_in:>7} -> {e.frames_out:>6} frames  {e.source}"
-                )
-            else:
-                lines.append(f"  skipped  {e.source}: {e.reason}")
-        lines.append(
-            f"{len(self.imported)} imported, {len(self.skipped)} skipped; {self.frames_in} source frames -> "
-            f"{self.frames_out} frames at {self.fps:g} fps in {self.seconds:.2f} s "
-            f"({self.frames_per_second:.0f} frames/s; setup {self.setup_seconds:.2f} s)"
-            + ("" if self.complete else "; INTERRUPTED")
-        )
-        return "\n".join(lines)
-
-
-def _collect(paths: list[str | Path]) -> list[Path]:
-    """Files to import: directories are searched recursively for .bvh/.npz files;
-    explicitly named files are kept whatever their type (and skipped later if unsupported)."""
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            found = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MOTION_SUFFIXES]
-            files.extend(sorted(found))
-        else:
-            files.append(p)
-    return files
-
-
-def _unique(name: str, used: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "clip"
-    cand, k = base, 2
-    while cand in used:
-        cand, k = f"{base}_{k}", k + 1
-    used.add(cand)
-    return cand
-
-
-def import_bank(
-    paths: list[str | Path] | str | Path,
-    out: str | Path,
-    fps: float = 30.0,
-    progress: bool = True,
-    bone_map: BoneMap | str | Path | None = None,
-    rest=None,
-    floor: str = "contact",
-    overwrite: bool = False,
-) -> BankReport:
-    """Import many motion files into a bank of retargeted clips.
+def write_index(
+    root: Path,
+    fps: float,
+    clips: list[tuple[str, str, int]],
+    skipped: list[tuple[str, str]],
+    complete: bool,
+    report: dict[str, Any],
+) -> Path:
+    """Write a bank's ``bank.json`` atomically (temp file + rename).
 
     Args:
-        paths: files and/or directories (searched recursively for ``.bvh`` and
-            ``.npz``).
-        out: the bank directory (created).
-        fps: frame rate of every clip in the bank.
-        progress: show a tqdm progress bar (files, with the frame rate achieved).
-        bone_map: for BVH files: :class:`BoneMap`, JSON bone-map path, or None (CMU).
-        rest: Anny rest information or template (cached default when None).
-        floor: floor placement, see :func:`perennial.motion.retarget.retarget`.
-        overwrite: replace an existing bank at ``out``.
+        root: the bank directory (created if needed).
+        fps: the bank's frame rate.
+        clips: ``(name, source, frames)`` of every clip in ``clips/<name>.npz``.
+        skipped: ``(source, reason)`` of every file that was not imported.
+        complete: False when the import writing the bank was interrupted.
+        report: the import report, stored as is.
 
     Returns:
-        A :class:`BankReport` (also stored in ``bank.json``).
-
-    Raises:
-        FileExistsError: ``out`` already holds a bank and ``overwrite`` is False.
-        RetargetError: the bone map itself is malformed.
+        the index path.
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    out = Path(out)
-    index = out / "bank.json"
-    if index.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out}: a motion bank exists already (pass overwrite=True to replace it)"
-        )
-    t0 = time.perf_counter()
-    bmap = _resolve_map(bone_map)
-    rest = rest_info(rest)
-    files = _collect(list(paths))
-    clips_dir = out / "clips"
-    if overwrite and clips_dir.exists():
-        shutil.rmtree(clips_dir)
-    clips_dir.mkdir(parents=True, exist_ok=True)
-    report = BankReport(out=str(out), fps=float(fps), setup_seconds=time.perf_counter() - t0)
-    used: set[str] = set()
-    bar = tqdm(files, desc="importing motion", unit="file", disable=not progress)
-    t_files = time.perf_counter()
-    try:
-        for f in bar:
-            t1 = time.perf_counter()
-            entry = _import_one(f, clips_dir, fps, bmap, rest, floor, used)
-            entry.seconds = time.perf_counter() - t1
-            report.entries.append(entry)
-            report.seconds = time.perf_counter() - t_files
-            bar.set_postfix(
-                frames=report.frames_in,
-                rate=f"{report.frames_per_second:.0f} frames/s",
-                refresh=False,
-            )
-    except KeyboardInterrupt:
-        report.complete = False
-        raise
-    finally:
-        bar.close()
-        report.seconds = time.perf_counter() - t_files
-        _write_index(index, report)
-    return report
-
-
-def _import_one(
-    f: Path, clips_dir: Path, fps: float, bmap: BoneMap, rest, floor: str, used: set[str]
-) -> BankEntry:
-    src = str(f)
-    if not f.exists():
-        return BankEntry(src, "skipped", reason="no such file or directory")
-    suffix = f.suffix.lower()
-    if suffix not in MOTION_SUFFIXES:
-        return BankEntry(
-            src, "skipped", reason=f"unsupported file type {f.suffix!r} (expected .bvh or .npz)"
-        )
-    frames_in = 0
-    try:
-        if suffix == ".bvh":
-            bvh = read_bvh(f)
-            frames_in = bvh.num_frames
-            if frames_in == 0:
-                return BankEntry(src, "skipped", reason="the file has no frames")
-            clip = retarget(bvh, rest, fps=fps, bone_map=bmap, floor=floor)
-        else:
-            clip = MotionClip.load(f)
-            frames_in = clip.num_frames
-            if frames_in == 0:
-                return BankEntry(src, "skipped", reason="the clip has no frames")
-            clip = clip.resample(fps)
-        name = _unique(f.stem, used)
-        clip.source = src
-        clip.save(clips_dir / f"{name}.npz")
-    except (
-        ValueError,
-        OSError,
-        MotionFormatError,
-    ) as e:  # BVHError and RetargetError are ValueErrors
-        return BankEntry(src, "skipped", frames_in=frames_in, reason=str(e))
-    except Exception as e:  # noqa: BLE001 - a bank import reports every failure and goes on
-        return BankEntry(src, "skipped", frames_in=frames_in, reason=f"{type(e).__name__}: {e}")
-    return BankEntry(src, "ok", name=name, frames_in=frames_in, frames_out=clip.num_frames)
-
-
-def _write_index(index: Path, report: BankReport) -> None:
     data = {
         "format": BANK_FORMAT,
         "version": BANK_VERSION,
-        "fps": report.fps,
-        "complete": report.complete,
+        "fps": fps,
+        "complete": complete,
         "clips": [
             {
-                "name": e.name,
-                "file": f"clips/{e.name}.npz",
-                "source": e.source,
-                "frames": e.frames_out,
-                "duration_s": e.frames_out / report.fps,
+                "name": name,
+                "file": clip_file(name),
+                "source": source,
+                "frames": frames,
+                "duration_s": frames / fps,
             }
-            for e in report.imported
+            for name, source, frames in clips
         ],
-        "skipped": [{"source": e.source, "reason": e.reason} for e in report.skipped],
-        "report": report.to_dict(),
+        "skipped": [{"source": source, "reason": reason} for source, reason in skipped],
+        "report": report,
     }
+    index = Path(root) / INDEX_NAME
     index.parent.mkdir(parents=True, exist_ok=True)
     tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, index)
+    return index
 
 
 @dataclass
@@ -350,8 +152,6 @@ class MotionBank:
             tr.append(clip.translation)
             ids.append(torch.full((clip.num_frames,), i, dtype=torch.int64))
         if not rv:
-            from perennial.body.rig import ANNY_BONES
-
             return (
                 torch.zeros(0, len(ANNY_BONES), 3),
                 torch.zeros(0, 3),
@@ -361,13 +161,13 @@ class MotionBank:
 
 
 def load_bank(path: str | Path) -> MotionBank:
-    """Open a bank written by :func:`import_bank`.
+    """Open a bank written by :func:`~perennial.motion.bank_import.import_bank`.
 
     Raises:
         MotionFormatError: missing or malformed ``bank.json`` (names the file and field).
     """
     root = Path(path)
-    index = root / "bank.json"
+    index = root / INDEX_NAME
     if not index.is_file():
         raise MotionFormatError(f"{index}: no such file (not a motion bank)")
     try:
@@ -400,10 +200,6 @@ def save_bank_npz(bank: MotionBank, path: str | Path) -> Path:
     ``rotvec`` (N, J, 3) float32 local-ref radians, ``translation`` (N, 3) metres,
     ``clip`` (N,) int64 clip id, ``clip_names`` (C,), ``clip_sources`` (C,).
     """
-    import numpy as np
-
-    from perennial.body.rig import ANNY_BONES
-
     rv, tr, ids = bank.poses()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")

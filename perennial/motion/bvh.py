@@ -1,4 +1,4 @@
-"""A small, dependency-free BVH (Biovision Hierarchy) reader with forward kinematics.
+"""A small, dependency-free BVH (Biovision Hierarchy) reader.
 
 Supported: any single-root hierarchy; joint names (the rest of the ``ROOT``/``JOINT``
 line, so names with spaces survive); ``OFFSET``; ``CHANNELS`` with any number and
@@ -6,21 +6,11 @@ order of ``X/Y/Zposition`` and ``X/Y/Zrotation`` channels (3- and 6-channel join
 are the usual cases, 0 channels is allowed); ``End Site`` blocks; the ``MOTION``
 section with ``Frames:`` and ``Frame Time:`` and one line of numbers per frame.
 
-Conventions (the usual ones, also Blender's):
-
-- Rotation channels are Euler angles in degrees, composed in the order they are
-  listed: ``CHANNELS 3 Zrotation Xrotation Yrotation`` gives the local rotation
-  ``Rz(a) @ Rx(b) @ Ry(c)`` acting on column vectors.
-- Position channels give the joint's local translation and *replace* the matching
-  component of its ``OFFSET`` (the root's offset is normally zero, so for the root
-  they are its position in the file's world frame).
-- A joint's world rotation is its parent's world rotation times its local
-  rotation; its world position is ``parent_pos + parent_rot @ local_translation``.
-  At rest (all channels zero) every world rotation is the identity.
-
-Units and axes are the file's own (CMU: Y up, about 0.056444 m per unit); the
-reader does not convert them. Malformed files raise :class:`BVHError` naming the
-file and line.
+The reader keeps the channel values as they are written (rotations in degrees,
+positions in file units); what they mean, and the joints' world positions and
+rotations, is :mod:`perennial.motion.kinematics`. Units and axes are the file's
+own (CMU: Y up, about 0.056444 m per unit); the reader does not convert them.
+Malformed files raise :class:`BVHError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -31,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BVH", "BVHError", "BVHJoint", "euler_to_matrix", "parse_bvh", "read_bvh"]
+__all__ = ["BVH", "BVHError", "BVHJoint", "parse_bvh", "read_bvh"]
 
 _CHANNELS = ("Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation")
 
@@ -69,42 +59,9 @@ class BVHJoint:
     end_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
 
-def _axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices about the X, Y or Z axis by ``angle`` radians."""
-    c, s = np.cos(angle), np.sin(angle)
-    i, j = {"X": (1, 2), "Y": (2, 0), "Z": (0, 1)}[axis]
-    k = 3 - i - j
-    R = np.zeros(angle.shape + (3, 3))
-    R[..., k, k] = 1.0
-    R[..., i, i] = c
-    R[..., j, j] = c
-    R[..., i, j] = -s
-    R[..., j, i] = s
-    return R
-
-
-def euler_to_matrix(order: str, degrees: np.ndarray) -> np.ndarray:
-    """Intrinsic Euler angles to rotation matrices, BVH style.
-
-    Args:
-        order: axis letters in channel order, e.g. ``"ZXY"``.
-        degrees: (..., len(order)) angles in degrees, same order.
-
-    Returns:
-        (..., 3, 3) ``R_order[0](a0) @ R_order[1](a1) @ ...`` (column vectors).
-    """
-    rad = np.radians(np.asarray(degrees, dtype=np.float64))
-    if not order:
-        return np.broadcast_to(np.eye(3), rad.shape[:-1] + (3, 3)).copy()
-    out = _axis_rotation(order[0], rad[..., 0])
-    for k in range(1, len(order)):
-        out = out @ _axis_rotation(order[k], rad[..., k])
-    return out
-
-
 @dataclass
 class BVH:
-    """A parsed BVH file.
+    """A parsed BVH file (posed by :func:`perennial.motion.kinematics.forward_kinematics`).
 
     Attributes:
         joints: joints in file order (parents before children).
@@ -157,95 +114,6 @@ class BVH:
             if j.name == name:
                 return i
         raise KeyError(f"{self.path}: no joint {name!r}; joints: {', '.join(self.names)}")
-
-    def local_transforms(
-        self, frames: slice | np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-joint local rotations and translations.
-
-        Args:
-            frames: optional selection of frames (slice or index array); all by default.
-
-        Returns:
-            rotations (F, J, 3, 3) and translations (F, J, 3) (file units, relative
-            to the parent joint, in the parent's frame).
-        """
-        data = self.motion if frames is None else self.motion[frames]
-        F = data.shape[0]
-        J = len(self.joints)
-        rot = np.broadcast_to(np.eye(3), (F, J, 3, 3)).copy()
-        trans = np.broadcast_to(self.offsets, (F, J, 3)).copy()
-        groups: dict[
-            str, tuple[list[int], list[list[int]]]
-        ] = {}  # rotation order -> joints, columns
-        for j, joint in enumerate(self.joints):
-            order, cols = [], []
-            for k, ch in enumerate(joint.channels):
-                col = joint.channel_start + k
-                if ch.endswith("position"):
-                    trans[:, j, "XYZ".index(ch[0])] = data[:, col]
-                else:
-                    order.append(ch[0])
-                    cols.append(col)
-            if order:
-                js, cs = groups.setdefault("".join(order), ([], []))
-                js.append(j)
-                cs.append(cols)
-        for order, (js, cs) in groups.items():  # all joints with one rotation order at once
-            rot[:, js] = euler_to_matrix(order, data[:, np.asarray(cs)])
-        return rot, trans
-
-    def forward_kinematics(
-        self, frames: slice | np.ndarray | None = None, rest: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """World joint positions and rotations.
-
-        Args:
-            frames: optional selection of frames; all by default.
-            rest: if True, ignore the motion and return the rest pose (one frame,
-                all channels zero, joints at their offsets).
-
-        Returns:
-            positions (F, J, 3) in file units and world rotations (F, J, 3, 3) in the
-            file's world frame (identity for every joint at rest).
-        """
-        if rest:
-            rot = np.broadcast_to(np.eye(3), (1, len(self.joints), 3, 3)).copy()
-            trans = self.offsets[None].copy()
-        else:
-            rot, trans = self.local_transforms(frames)
-        pos = np.empty_like(trans)
-        world = np.empty_like(rot)
-        for j, joint in enumerate(self.joints):
-            p = joint.parent
-            if p < 0:
-                world[:, j] = rot[:, j]
-                pos[:, j] = trans[:, j]
-            else:
-                world[:, j] = world[:, p] @ rot[:, j]
-                pos[:, j] = pos[:, p] + np.einsum("fab,fb->fa", world[:, p], trans[:, j])
-        return pos, world
-
-    def end_site_positions(
-        self, positions: np.ndarray, rotations: np.ndarray
-    ) -> dict[int, np.ndarray]:
-        """World positions of End Sites, keyed by the joint that owns them.
-
-        Args:
-            positions: (F, J, 3) from :meth:`forward_kinematics`.
-            rotations: (F, J, 3, 3) from :meth:`forward_kinematics`.
-
-        Returns:
-            joint index -> (F, K, 3) positions of its K End Sites, file units.
-        """
-        out = {}
-        for j, joint in enumerate(self.joints):
-            if len(joint.end_sites):
-                # site[f, k, a] = pos[f, j, a] + sum_b rot[f, j, a, b] * offset[k, b]
-                out[j] = positions[:, j, None] + np.einsum(
-                    "fab,kb->fka", rotations[:, j], joint.end_sites
-                )
-        return out
 
 
 # ---------------------------------------------------------------------------

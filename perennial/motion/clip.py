@@ -15,6 +15,9 @@ pickles and read with ``allow_pickle=False``:
 - ``translation`` (F, 3) float32, metres
 - ``fps`` () float64, frames per second
 - ``source`` () str, where the clip came from (free text, e.g. a file path)
+
+Reading a clip from a ``.bvh`` or ``.npz`` file, whichever it is, is
+:func:`perennial.motion.load.load_motion`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import Tensor
 
 from perennial.body.rig import ANNY_BONES
 
-__all__ = ["MOTION_FORMAT", "MOTION_VERSION", "MotionClip", "MotionFormatError", "load_motion"]
+__all__ = ["MOTION_FORMAT", "MOTION_VERSION", "MotionClip", "MotionFormatError"]
 
 MOTION_FORMAT = "perennial-motion"
 MOTION_VERSION = 1
@@ -288,40 +291,3 @@ def slerp(q0: Tensor, q1: Tensor, w: Tensor) -> Tensor:
     b = torch.where(near, w, torch.sin(w * theta) / sin.clamp_min(1e-12))
     q = a * q0 + b * q1
     return q / q.norm(dim=-1, keepdim=True)
-
-
-# ---------------------------------------------------------------------------
-
-
-def load_motion(
-    path: str | Path,
-    fps: float | None = None,
-    bone_map=None,
-    rest=None,
-) -> MotionClip:
-    """A motion clip from a ``.bvh`` (parsed and retargeted) or a ``.npz`` clip.
-
-    Args:
-        path: ``.bvh`` or ``.npz`` file.
-        fps: resample to this frame rate; keep the file's rate when None.
-        bone_map: for BVH files: a :class:`~perennial.motion.retarget.BoneMap`, a
-            path to a JSON bone map, or None for the built-in CMU map.
-        rest: for BVH files: an :class:`~perennial.motion.retarget.AnnyRestInfo`
-            or an Anny template; cached rest information when None.
-
-    Raises:
-        BVHError: malformed BVH. MotionFormatError: malformed .npz.
-        RetargetError: the bone map does not fit the BVH skeleton.
-        ValueError: another file type.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".bvh":
-        from perennial.motion.bvh import read_bvh
-        from perennial.motion.retarget import retarget
-
-        return retarget(read_bvh(path), rest, fps=fps, bone_map=bone_map)
-    if suffix == ".npz":
-        clip = MotionClip.load(path)
-        return clip if fps is None else clip.resample(fps)
-    raise ValueError(f"{path}: unsupported motion file type {path.suffix!r}; expected .bvh or .npz")

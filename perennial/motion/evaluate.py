@@ -29,9 +29,12 @@ import numpy as np
 import torch
 
 from perennial.body.rig import ANNY_BONES
+from perennial.motion.bonemap import BoneMap, resolve_bone_map
 from perennial.motion.bvh import BVH, read_bvh
 from perennial.motion.clip import MotionClip
-from perennial.motion.retarget import BoneMap, _resolve_map, rest_info, retarget
+from perennial.motion.kinematics import forward_kinematics
+from perennial.motion.rest import rest_info
+from perennial.motion.retarget import retarget
 
 BACKGROUND = 0.22
 
@@ -61,7 +64,7 @@ def _pose_batches(template, clip: MotionClip, batch: int):
 def _source_joints_at(bvh: BVH, bmap: BoneMap, clip: MotionClip) -> np.ndarray:
     """(F_clip, K, 3) evaluation joints of the source in Anny axes and metres, at clip times."""
     idx = [bvh.index(s) for s in bmap.evaluate.values()]
-    pos, _ = bvh.forward_kinematics()
+    pos, _ = forward_kinematics(bvh)
     P = bmap.scale * pos[:, idx] @ bmap.axes().T
     if clip.num_frames == bvh.num_frames and abs(clip.fps - bvh.fps) < 1e-6 * bvh.fps:
         return P
@@ -100,7 +103,7 @@ def motion_figures(
         telling jumps in the data from jumps made by retargeting).
     """
     template = _template(template)
-    bmap = _resolve_map(bone_map)
+    bmap = resolve_bone_map(bone_map)
     names = list(bmap.evaluate)
     ai = torch.tensor([ANNY_BONES.index(b) for b in names])
     feet = torch.zeros(template.num_vertices, dtype=torch.bool)
@@ -128,7 +131,7 @@ def motion_figures(
     else:
         f_max, b_max, max_rot = 0, 0, 0.0
     # the same figure for the source's mapped joints, at the source's own rate
-    _, Rs = bvh.forward_kinematics()
+    _, Rs = forward_kinematics(bvh)
     Rs = Rs[:, sorted({bvh.index(j) for j in bmap.bones.values()})]
     if len(Rs) > 1:
         trs = np.einsum("fjab,fjab->fj", Rs[1:], Rs[:-1])
@@ -209,7 +212,7 @@ def bench_motion(
     """
     import tempfile
 
-    from perennial.motion.bank import import_bank
+    from perennial.motion.bank_import import import_bank
 
     template = _template(template)
     clips = [evaluate_bvh(p, template, bone_map) for p in paths]
@@ -292,7 +295,7 @@ def render_frame_strip(
     skel = None
     if bvh is not None:
         skel = _source_skeleton(
-            bvh, _resolve_map(bone_map), clip, out.joints.double().cpu().numpy(), idx
+            bvh, resolve_bone_map(bone_map), clip, out.joints.double().cpu().numpy(), idx
         )
     tiles, text = [], []
     for k, f in enumerate(idx):
@@ -333,7 +336,7 @@ def _source_skeleton(
     bvh: BVH, bmap: BoneMap, clip: MotionClip, anny_joints: np.ndarray, idx: list[int]
 ):
     """Source joints at the drawn frames, offset like the joint error, plus bones and eval dots."""
-    pos, _ = bvh.forward_kinematics()
+    pos, _ = forward_kinematics(bvh)
     P = bmap.scale * pos @ bmap.axes().T  # (F, Js, 3)
     u = np.clip(np.asarray(idx) * (bvh.fps / clip.fps), 0, bvh.num_frames - 1).round().astype(int)
     P = P[u]
