@@ -22,11 +22,11 @@ from perennial.avatar.store import AvatarStore
 from perennial.capture.synth import SynthConfig, synthesize, write_preview
 from perennial.evaluate.protocol import evaluate_avatar, format_table
 from perennial.learn.create import create_avatar
-from perennial.learn.trainer import TrainConfig
+from perennial.learn.methods import preset
 from perennial.render.image import contact_sheet, save_png, to_uint8
 
 
-def side_by_side(avatar, capture, views, appearance: str) -> "list":
+def side_by_side(avatar, capture, views, appearance: str) -> list:
     """Tiles (ground truth | render | 4x error) for the given views."""
     tiles = []
     for v in views:
@@ -38,7 +38,7 @@ def side_by_side(avatar, capture, views, appearance: str) -> "list":
 
 
 def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 1500, size: int = 192) -> dict:
-    from perennial.learn.continual import ContinualConfig, learn_appearance
+    from perennial.learn.continual import learn_appearance
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -53,9 +53,9 @@ def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 1500, size: 
         import shutil
 
         shutil.rmtree(avatar_dir)
-    create_avatar(avatar_dir, cap, TrainConfig(steps=steps))
+    create_avatar(avatar_dir, cap, preset("field", "create", steps=steps))
     print(f"3/5 learning outfit-h from {len(cap_b.views_of('train'))} images ({learn_steps} steps, replay) ...")
-    learn_appearance(avatar_dir, cap_b, ContinualConfig(steps=learn_steps))
+    learn_appearance(avatar_dir, cap_b, "replay", preset("field", "replay", steps=learn_steps))
     avatar, _, _ = load_field_avatar(AvatarStore(avatar_dir))
     print("4/5 evaluating both outfits on held-out views ...")
     results = {}

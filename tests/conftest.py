@@ -3,9 +3,12 @@
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+# "auto" autocast means fp32 in every test, whatever the host's CPU: no outcome depends on
+# the machine. Tests of the fast paths force autocast "on" and "off" explicitly.
+os.environ["PERENNIAL_AUTOCAST"] = "off"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

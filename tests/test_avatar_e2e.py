@@ -12,7 +12,7 @@ from perennial.avatar.store import AvatarError, AvatarStore
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.evaluate.protocol import evaluate_avatar, view_group
 from perennial.learn.create import create_avatar
-from perennial.learn.trainer import TrainConfig
+from perennial.learn.methods import preset
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,9 @@ def run(*args):
 
 
 def test_create_learns_and_round_trips(tmp_path, tiny_capture, template):
-    untrained = create_avatar(tmp_path / "zero", tiny_capture, TrainConfig(steps=1, rays_per_step=64),
+    create_avatar(tmp_path / "zero", tiny_capture, preset("field", "create", steps=1, rays_per_step=64),
                               progress=False, template=template)  # fmt: skip
-    v = create_avatar(tmp_path / "av", tiny_capture, TrainConfig(steps=150, rays_per_step=512),
+    v = create_avatar(tmp_path / "av", tiny_capture, preset("field", "create", steps=150, rays_per_step=512),
                       progress=False, template=template)  # fmt: skip
     assert v.number == 1 and v.state["appearances"][0]["name"] == "outfit-a"
     assert not (tmp_path / "av" / "checkpoint").exists()
@@ -52,7 +52,7 @@ def test_groups(tiny_capture):
 
 
 def test_create_refuses_existing_and_resumes(tmp_path, tiny_capture, template):
-    cfg = TrainConfig(steps=20, rays_per_step=128, checkpoint_every=10)
+    cfg = preset("field", "create", steps=20, rays_per_step=128, checkpoint_every=10)
     create_avatar(tmp_path / "av", tiny_capture, cfg, progress=False, template=template)
     before = (tmp_path / "av" / "versions" / "1" / "weights.safetensors").read_bytes()
     with pytest.raises(AvatarError, match="exists already"):
@@ -60,22 +60,22 @@ def test_create_refuses_existing_and_resumes(tmp_path, tiny_capture, template):
     assert (tmp_path / "av" / "versions" / "1" / "weights.safetensors").read_bytes() == before
 
     # an interrupted create keeps its checkpoint and resumes from it
-    from perennial.learn import trainer
+    from perennial.learn import engine
 
     calls = {"n": 0}
-    real = trainer.save_checkpoint
+    real = engine.save_checkpoint
 
     def interrupt_after_first(*args, **kw):
         real(*args, **kw)
         calls["n"] += 1
         raise KeyboardInterrupt
 
-    trainer.save_checkpoint = interrupt_after_first
+    engine.save_checkpoint = interrupt_after_first
     try:
         with pytest.raises(KeyboardInterrupt):
             create_avatar(tmp_path / "b", tiny_capture, cfg, progress=False, template=template)
     finally:
-        trainer.save_checkpoint = real
+        engine.save_checkpoint = real
     state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 10 and AvatarStore(tmp_path / "b").current_number() is None
     with pytest.raises(AvatarError, match="--resume"):

@@ -93,9 +93,14 @@ def test_part_labels(template):
     assert (counts > 50).all(), dict(zip(PART_NAMES, counts.tolist()))
     rv, tr = template.rest_pose(1)
     v = template(rv, tr).vertices[0]
-    x = lambda name: v[template.part_labels == PART_NAMES.index(name), 0].mean()
+
+    def x(name):
+        return v[template.part_labels == PART_NAMES.index(name), 0].mean()
+
+    def z(name):
+        return v[template.part_labels == PART_NAMES.index(name), 2].mean()
+
     assert x("hand.L") > 0.3 and x("hand.R") < -0.3  # Anny's left is +X
-    z = lambda name: v[template.part_labels == PART_NAMES.index(name), 2].mean()
     assert z("head") > z("torso") > z("upperleg.L") > z("lowerleg.L") > z("foot.L")
 
 

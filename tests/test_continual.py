@@ -6,10 +6,11 @@ import torch
 from perennial.avatar.field_io import load_field_avatar
 from perennial.avatar.store import AvatarError, AvatarStore
 from perennial.capture.synth import SynthConfig, synthesize
+from perennial.errors import ConfigError, PerennialError
 from perennial.evaluate.protocol import evaluate_avatar
-from perennial.learn.continual import ContinualConfig, learn_appearance
+from perennial.learn.continual import learn_appearance
 from perennial.learn.create import create_avatar
-from perennial.learn.trainer import TrainConfig
+from perennial.learn.methods import preset
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def captures(tmp_path_factory, template):
 @pytest.fixture(scope="module")
 def base_avatar(tmp_path_factory, captures, template):
     path = tmp_path_factory.mktemp("av") / "base"
-    create_avatar(path, captures[0], TrainConfig(steps=120, rays_per_step=512), progress=False, template=template)
+    create_avatar(path, captures[0], preset("field", "create", steps=120, rays_per_step=512), progress=False, template=template)
     return path
 
 
@@ -43,8 +44,9 @@ def test_learn_adds_an_appearance(tmp_path, captures, base_avatar, template, str
     assert len(b.views_of("train")) == 5
     path = copy_avatar(base_avatar, tmp_path / "av")
     # checkpoints on the way (shared-local's aliased tri-plane must survive them)
-    cfg = ContinualConfig(strategy=strategy, steps=60, rays_per_step=512, patch=16, checkpoint_every=25)
-    v = learn_appearance(path, b, cfg, progress=False, template=template)
+    overrides = {"replay.patch": 16} if strategy in ("replay", "shared-local") else {}
+    cfg = preset("field", strategy, steps=60, rays_per_step=512, checkpoint_every=25, **overrides)
+    v = learn_appearance(path, b, strategy, cfg, progress=False, template=template)
     assert v.number == 2 and [r["name"] for r in v.state["appearances"]] == ["outfit-a", "outfit-b"]
     assert v.state["history_entry"]["strategy"] == strategy
     avatar, _, replay = load_field_avatar(AvatarStore(path), template=template)
@@ -64,50 +66,56 @@ def test_learn_refuses_bad_requests(tmp_path, captures, base_avatar, template):
     path = copy_avatar(base_avatar, tmp_path / "av")
     before = (path / "versions" / "1" / "weights.safetensors").read_bytes()
     with pytest.raises(AvatarError, match="appearance 'outfit-a' exists already"):
-        learn_appearance(path, a, ContinualConfig(steps=1), progress=False, template=template)
+        learn_appearance(path, a, config=preset("field", "replay", steps=1), progress=False, template=template)
     b.body_info = {**b.body_info, "phenotype": {**b.body_info["phenotype"], "height": 0.9}}
     try:
         with pytest.raises(AvatarError, match="differs from the avatar"):
-            learn_appearance(path, b, ContinualConfig(steps=1), progress=False, template=template)
+            learn_appearance(path, b, config=preset("field", "replay", steps=1), progress=False, template=template)
     finally:
         b.body_info["phenotype"]["height"] = 0.5
-    with pytest.raises(ValueError, match="unknown strategy"):
-        ContinualConfig(strategy="magic")
+    with pytest.raises(ConfigError, match="unknown strategy 'magic'.*replay, finetune, joint, shared-local"):
+        learn_appearance(path, b, "magic", progress=False, template=template)
+    with pytest.raises(ConfigError, match="distill start must be a fraction"):
+        preset("field", "replay", **{"distill.start": 5})
+    with pytest.raises(ConfigError, match="steps must be an integer >= 1"):
+        preset("field", "replay", steps=0)
     assert AvatarStore(path).version_numbers() == [1]
     assert (path / "versions" / "1" / "weights.safetensors").read_bytes() == before
 
 
 def test_replay_patches_come_from_the_frozen_model(captures, base_avatar, template):
-    from perennial.learn.continual import _Replayer
+    from perennial.avatar.field_io import replay_cameras
+    from perennial.learn.field_terms import Replay
 
     avatar, version, poses = load_field_avatar(AvatarStore(base_avatar), template=template)
-    rep = _Replayer(avatar, version.state["appearances"], poses, 16, 8, torch.Generator().manual_seed(0))
-    name, rv, tr, o, d, rgb, alpha = rep.batch()
+    cams = {r["name"]: replay_cameras(r) for r in version.state["appearances"]}
+    rep = Replay(avatar, avatar, cams, poses, patch=16, samples=8, every=1)
+    name, rv, tr, o, d, rgb, alpha = rep.target(torch.Generator().manual_seed(0))
     assert name == "outfit-a" and o.shape == (256, 3) and rgb.shape == (256, 3)
     assert alpha.max() > 0.5  # the patch sits on the body
 
 
 def test_learn_resumes_from_its_checkpoint(tmp_path, captures, base_avatar, template):
-    from perennial.learn import continual
+    from perennial.learn import engine
 
     a, b = captures
     path = copy_avatar(base_avatar, tmp_path / "av")
-    cfg = ContinualConfig(steps=20, rays_per_step=256, patch=16, checkpoint_every=10)
-    real = continual.save_checkpoint
+    cfg = preset("field", "replay", steps=20, rays_per_step=256, checkpoint_every=10, **{"replay.patch": 16})
+    real = engine.save_checkpoint
 
     def interrupt(*args, **kw):
         real(*args, **kw)
         raise KeyboardInterrupt
 
-    continual.save_checkpoint = interrupt
+    engine.save_checkpoint = interrupt
     try:
         with pytest.raises(KeyboardInterrupt):
-            learn_appearance(path, b, cfg, progress=False, template=template)
+            learn_appearance(path, b, "replay", cfg, progress=False, template=template)
     finally:
-        continual.save_checkpoint = real
+        engine.save_checkpoint = real
     assert AvatarStore(path).current_number() == 1 and (path / "checkpoint" / "state.json").exists()
-    other = ContinualConfig(strategy="finetune", steps=20, rays_per_step=256, checkpoint_every=10)
-    with pytest.raises(AvatarError, match="checkpoint is of"):
-        learn_appearance(path, b, other, progress=False, template=template, resume=True)
-    v = learn_appearance(path, b, cfg, progress=False, template=template, resume=True)
+    other = preset("field", "finetune", steps=20, rays_per_step=256, checkpoint_every=10)
+    with pytest.raises(PerennialError, match="checkpoint is of"):
+        learn_appearance(path, b, "finetune", other, progress=False, template=template, resume=True)
+    v = learn_appearance(path, b, "replay", cfg, progress=False, template=template, resume=True)
     assert v.number == 2 and v.metrics["train"]["steps_run"] == 10 and not (path / "checkpoint").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -23,8 +22,9 @@ from perennial.avatar.field.render import (
     shell_samples,
     volume_weights,
 )
-from perennial.avatar.field.train import FitConfig, fit, psnr
 from perennial.body.lbs import blend_transforms
+from perennial.errors import ConfigError, UnknownAppearanceError
+from perennial.numerics import BF16_UNIT_ROUNDOFF
 from perennial.render.camera import Camera
 from perennial.render.raycast import WarpMeshCaster
 
@@ -218,7 +218,7 @@ def test_field_shapes_ranges_and_appearance_slots():
     assert torch.allclose(s_b, sigma) and torch.allclose(c_b, rgb)  # "like" copies the storage
     with pytest.raises(ValueError, match="already exists"):
         field.add_appearance("a")
-    with pytest.raises(KeyError, match="unknown appearance"):
+    with pytest.raises(UnknownAppearanceError, match=r"no appearance 'c' \(known: 'a', 'b'\)"):
         field(x, "c")
     assert positional_encoding(x, 3).shape == (100, 21)
 
@@ -240,8 +240,8 @@ def test_field_autocast_modes_agree():
     s0, c0 = f32(x, "a")
     s1, c1 = bf(x, "a")
     assert torch.allclose(c0, c1, atol=0.02) and torch.allclose(s0, s1, rtol=0.05, atol=0.5)
-    with pytest.raises(ValueError, match="autocast"):
-        CanonicalField(FieldConfig(autocast="yes"), ["a"])(x, "a")
+    with pytest.raises(ConfigError, match="autocast"):
+        FieldConfig(autocast="yes")
 
 
 # ---------------------------------------------------------------------------
@@ -286,12 +286,24 @@ def test_posed_body_equals_the_template_and_surface_transforms_blend_the_weights
     assert torch.allclose(dfm.surface_transforms(face, bary, body), expect, atol=1e-5)
 
 
+# Both numeric paths on every host. In fp32 the two renders agree to float rounding. Under bf16
+# autocast both evaluate the same MLP on the same samples, but in other batch shapes, so an fp32
+# accumulation that differs in its last bits can round a bf16 activation the other way: one unit
+# roundoff u = 2^-8 of relative error in a pre-activation. A colour is a sigmoid (slope <= 1/4) of
+# a logit of size ~1 and an opacity 1 - exp(-sum sigma delta) moves by at most the relative change
+# of its densities, so a few u bound both: we allow 4 u (0.0156) per colour channel and opacity.
+PATH_TOLERANCE = {"off": 1e-5, "on": 4 * BF16_UNIT_ROUNDOFF}
+
+
+@pytest.mark.parametrize("autocast", ["off", "on"])
 @pytest.mark.parametrize("samples", [5, 8])
-def test_render_image_equals_render_rays_and_stops_early_within_its_bound(template, samples):
+def test_render_image_equals_render_rays_and_stops_early_within_its_bound(template, samples, autocast):
     """The image path (body box, affine canonical rays, front-to-back stages) is the
     reference render of every camera ray; early termination moves colour and opacity
     by at most ``stop_transmittance``."""
-    av = FieldAvatar(template, appearances=["a"], config=SMALL)
+    tol = PATH_TOLERANCE[autocast]
+    config = FieldConfig(triplane_resolution=16, triplane_channels=4, width=32, autocast=autocast)
+    av = FieldAvatar(template, appearances=["a"], config=config)
     torch.nn.init.normal_(av.field.density_head.weight, std=0.05)
     torch.nn.init.constant_(av.field.density_head.bias, 5.0)  # ~100 / m: rays saturate
     rv, tr = _pose(template)
@@ -303,14 +315,16 @@ def test_render_image_equals_render_rays_and_stops_early_within_its_bound(templa
         ref = render_rays(av, body, WarpMeshCaster(body.vertices, template.faces), o, d, "a", exact)
         out = render_image(av, cam, rv, tr, "a", config=exact)
         assert torch.equal(out.hit.reshape(-1), ref.hit) and ref.hit.sum() > 100
-        assert (out.rgb.reshape(-1, 3) - ref.rgb).abs().max() < 1e-5
-        assert (out.alpha.reshape(-1) - ref.alpha).abs().max() < 1e-5
-        assert (out.depth.reshape(-1) - ref.depth).abs().max() < 1e-5
+        assert (out.rgb.reshape(-1, 3) - ref.rgb).abs().max() <= tol
+        assert (out.alpha.reshape(-1) - ref.alpha).abs().max() <= tol
+        # depth = sum_i w_i t_i moves by at most t_far * sum_i |dw_i|; we allow 2 tol of weight
+        t_far = float(ref.depth.max()) + exact.margin
+        assert (out.depth.reshape(-1) - ref.depth).abs().max() <= 2 * tol * t_far
         stop = RenderConfig(samples=samples, stop_transmittance=1e-2)
         early = render_image(av, cam, rv, tr, "a", config=stop)
         err = (early.rgb.reshape(-1, 3) - ref.rgb).abs().max()
-        assert 0 < err <= 1e-2 + 1e-6  # some rays stopped, none by more than the bound
-        assert (early.alpha.reshape(-1) - ref.alpha).abs().max() <= 1e-2 + 1e-6
+        assert 0 < err <= 1e-2 + tol  # some rays stopped, none by more than the bound
+        assert (early.alpha.reshape(-1) - ref.alpha).abs().max() <= 1e-2 + tol
 
 
 def test_render_image_of_a_body_outside_the_view_is_background(template):
@@ -318,39 +332,3 @@ def test_render_image_of_a_body_outside_the_view_is_background(template):
     rv, tr = _pose(template)
     out = render_image(av, _front_camera(16), rv, tr + torch.tensor([5.0, 0.0, 0.0]), "a")
     assert not out.hit.any() and out.alpha.eq(0).all() and out.rgb.eq(0).all()
-
-
-# ---------------------------------------------------------------------------
-# learning
-
-
-def test_fit_learns_a_tiny_capture(tmp_path, template):
-    """PSNR of a training view rises by more than 5 dB in 150 steps of 512 rays."""
-    from perennial.capture.synth import SynthConfig, synthesize
-
-    cap = synthesize(
-        tmp_path / "cap",
-        SynthConfig(
-            cameras=3, frames=2, size=32, supersample=2, test_camera_every=0, test_frame_every=0
-        ),
-        progress=False,
-    )
-    view = cap.views_of("train")[0]
-    rv, tr, _ = cap.body_params(view.frame)
-    gt = cap.load_image(view)
-    av, _ = fit(cap, 0, 512, template=template)
-    before = psnr(render_image(av, cap.cameras[view.camera], rv, tr, cap.appearance).rgb, gt)
-    start = time.perf_counter()
-    av, hist = fit(cap, 150, 512, avatar=av, config=FitConfig(seed=1))
-    seconds = time.perf_counter() - start
-    out = render_image(av, cap.cameras[view.camera], rv, tr, cap.appearance)
-    after = psnr(out.rgb, gt)
-    print(
-        f"PSNR {before:.2f} -> {after:.2f} dB in {seconds:.1f} s ({150 * 512 / seconds:.0f} rays/s)"
-    )
-    assert after > before + 5.0, (before, after)
-    assert sum(hist["rgb"][-10:]) < 0.25 * sum(hist["rgb"][:10])
-    mask = cap.load_mask(view)
-    assert torch.mean((out.alpha - mask) ** 2) < 0.02
-    with pytest.raises(KeyError, match="loss weights"):
-        fit(cap, 1, 16, avatar=av, config=FitConfig(loss_weights={"rgb": 1.0, "msk": 0.1}))

@@ -16,7 +16,7 @@ from perennial.avatar.field_io import load_field_avatar
 from perennial.avatar.store import AvatarBusy, AvatarStore
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.learn.create import create_avatar
-from perennial.learn.trainer import TrainConfig
+from perennial.learn.methods import preset
 
 STEPS = ["--steps", "40", "--quiet"]
 
@@ -55,7 +55,7 @@ def setup(tmp_path_factory, template):
     b = synthesize(root / "b", SynthConfig(appearance="outfit-b", cameras=5, frames=1, size=32, supersample=1,
                                            test_camera_every=0, test_frame_every=0), progress=False)  # fmt: skip
     base = root / "base"
-    create_avatar(base, a, TrainConfig(steps=20, rays_per_step=256), progress=False, template=template)
+    create_avatar(base, a, preset("field", "create", steps=20, rays_per_step=256), progress=False, template=template)
     avatar, _, _ = load_field_avatar(AvatarStore(base), template=template)
     view = a.views[0]
     rv, tr, _ = a.body_params(view.frame)

@@ -27,10 +27,12 @@ from perennial.avatar.store import AvatarError, AvatarStore, AvatarWriteError
 from perennial.capture import read_capture
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.cli import main
+from perennial.learn.checkpoint import CheckpointError
 from perennial.learn.create import create_avatar
-from perennial.learn.trainer import TrainConfig
+from perennial.learn.methods import preset
 
 STEPS = ["--steps", "30", "--rays", "128", "--quiet"]
+CHECKPOINT = ["--checkpoint-every", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_history_rollback_prune(tmp_path, made, cap, template, capsys):
     assert rc == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["version", "written", "action"]
-    assert "create" in lines[1] and "single" in lines[1] and "train PSNR" in lines[1]
+    assert "create" in lines[1] and "create" in lines[1].split("create", 1)[1] and "train PSNR" in lines[1]
     assert lines[2].startswith("*") and "learn" in lines[2] and "finetune" in lines[2] and "12.25" in lines[2]
     rc, out, _ = cli(capsys, "history", av, "--json")
     rows = json.loads(out)
@@ -334,7 +336,7 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
     half = snapshot(new)
     assert "avatar.json" in half and not any(k.startswith("versions/") for k in half)
     # disk full while writing a checkpoint: a clear error, the previous checkpoint stays
-    cfg = TrainConfig(steps=12, rays_per_step=64, checkpoint_every=5)
+    cfg = preset("field", "create", steps=12, rays_per_step=64, checkpoint_every=5)
     real_save, calls = safetensors.torch.save_file, []
 
     def second_fails(tensors, path, *args, **kw):  # the second checkpoint finds the disk full
@@ -345,7 +347,7 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr("safetensors.torch.save_file", second_fails)
-        with pytest.raises(AvatarWriteError, match="checkpoint: cannot write a checkpoint \\(No space left on device\\)"):
+        with pytest.raises(CheckpointError, match="checkpoint: cannot write a checkpoint \\(No space left on device\\)"):
             create_avatar(new, read_capture(cap), cfg, resume=True, progress=False, template=template)
     assert json.loads((new / "checkpoint" / "state.json").read_text())["step"] == 5
     rc, _, err = cli(capsys, "create", new, "--capture", cap, "--resume", *STEPS)
@@ -355,16 +357,9 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------------- crash safety
 
-# `perennial create` with checkpoints every 5 steps; KILL_AT stops it with SIGKILL at an exact point.
+# `perennial create` (checkpoints every 5 steps: CHECKPOINT below); KILL_AT stops it with SIGKILL at an exact point.
 WRAPPER = r"""
-import dataclasses, os, signal, sys
-import perennial.learn.trainer as t
-
-@dataclasses.dataclass(kw_only=True)
-class Frequent(t.TrainConfig):
-    checkpoint_every: int = 5
-
-t.TrainConfig = Frequent
+import os, signal, sys
 at = os.environ.get("KILL_AT", "")
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if at == "checkpoint":  # second checkpoint: old one moved away, new one not yet in place
@@ -396,7 +391,7 @@ sys.exit(main(sys.argv[1:]))
 
 def start_create(av, cap, kill_at=""):
     env = {**os.environ, "KILL_AT": kill_at, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", WRAPPER, "create", str(av), "--capture", str(cap), *STEPS]
+    cmd = [sys.executable, "-c", WRAPPER, "create", str(av), "--capture", str(cap), *STEPS, *CHECKPOINT]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

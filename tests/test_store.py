@@ -91,9 +91,8 @@ def test_one_writer_at_a_time(tmp_path):
     p = ctx.Process(target=_hold_lock, args=(s.root, ready, release))
     p.start()
     assert ready.wait(10)
-    with pytest.raises(AvatarBusy, match="busy, being updated by pid"):
-        with s.lock():
-            pass
+    with pytest.raises(AvatarBusy, match="busy, being updated by pid"), s.lock():
+        pass
     p.kill()  # a killed writer does not leave the avatar locked
     p.join()
     with s.lock():
@@ -108,8 +107,7 @@ def test_failed_write_changes_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("perennial.avatar.store._write_file", disk_full)
-    with pytest.raises(OSError, match="No space"):
-        with s.lock():
-            s.write_version({"w": torch.zeros(3, 2)}, {}, {})
+    with pytest.raises(OSError, match="No space"), s.lock():
+        s.write_version({"w": torch.zeros(3, 2)}, {}, {})
     assert snapshot(s.root) == before
     assert not list((s.root / "versions").glob(".tmp-*"))

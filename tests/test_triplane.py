@@ -5,9 +5,7 @@ import torch
 
 from perennial.avatar.field import (
     TriPlane,
-    TriPlaneBank,
     TriPlaneConfig,
-    bench_triplane,
     planes_to_table,
     table_to_planes,
     triplane_lookup,
@@ -259,44 +257,9 @@ def test_triplane_module():
     assert a.table.grad is not None and a.table.grad.abs().sum() > 0
 
 
-def test_bank_independence_and_state():
-    config = TriPlaneConfig(channels=4, resolution=8)
-    bank = config.setup_bank()
-    table_a = bank.add("outfit-a", generator=torch.Generator().manual_seed(0))
-    points = torch.rand(40, 3) * 2 - 1
-    before = bank(points, "outfit-a").detach()
-    bank.add("outfit-b")
-    bank.add("outfit-c", init_from="outfit-a")
-    assert (
-        bank.names == ["outfit-a", "outfit-b", "outfit-c"] and len(bank) == 3 and "outfit-b" in bank
-    )
-    assert torch.equal(bank(points, "outfit-a"), before)  # adding slots changes nothing for A
-    assert torch.equal(bank(points, "outfit-c"), before)  # warm start copies the features
-    assert bank.tables["outfit-c"].data_ptr() != table_a.data_ptr()
-
-    bank(points, "outfit-a").square().sum().backward()
-    assert table_a.grad is not None and table_a.grad.abs().sum() > 0
-    assert bank.tables["outfit-b"].grad is None and bank.tables["outfit-c"].grad is None
-
-    fresh = config.setup_bank()
-    fresh.load_state_dict(bank.state_dict())  # slots are created from the saved keys
-    assert fresh.names == bank.names
-    assert torch.equal(fresh(points, "outfit-b"), bank(points, "outfit-b"))
-
-    with pytest.raises(ValueError, match="already has a tri-plane"):
-        bank.add("outfit-a")
-    with pytest.raises(ValueError, match="without '.'"):
-        bank.add("a.b")
-    with pytest.raises(KeyError, match="no tri-plane for appearance 'nope'"):
-        bank(points, "nope")
-
-
-def test_bank_follows_dtype():
-    bank = TriPlaneBank(TriPlaneConfig(channels=2, resolution=4)).to(torch.float64)
-    assert bank.add("x").dtype == torch.float64
-
-
 def test_bench_smoke():
+    from perennial.evaluate.bench import bench_triplane
+
     res = bench_triplane(N=500, C=4, R=8, repeats=1)
     for impl in ("embedding_bag", "grid_sample"):
         for phase in ("forward", "forward_backward", "forward_backward_points"):
@@ -305,7 +268,7 @@ def test_bench_smoke():
 
 
 def test_inference_mode_first_then_training():
-    from perennial.avatar.field import triplane as module
+    from perennial.avatar.field import triplane_ops as module
 
     module._index_constants.cache_clear()  # the cached constants get built under inference mode
     table = torch.randn(3 * 9 * 9, 4, requires_grad=True)

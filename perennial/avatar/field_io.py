@@ -24,19 +24,25 @@ from perennial.render.camera import Camera
 METHOD = "field"
 
 
-def appearance_record(capture: Capture, frames: list[int] | None = None) -> tuple[dict, dict[str, Tensor]]:
+def appearance_record(capture: Capture, sha256: str, name: str | None = None) -> tuple[dict, dict[str, Tensor]]:
     """What an appearance keeps of its capture: provenance, cameras, training poses.
+
+    Args:
+        capture: the capture it was learned from.
+        sha256: the capture's content hash (:meth:`Capture.read_split` computes it
+            while decoding the training views).
+        name: the appearance's name (default: the capture's).
 
     Returns:
         (JSON-able record, tensors ``{"rotvec": (F, J, 3), "translation": (F, 3)}``).
     """
     train = capture.views_of("train")
-    frames = frames if frames is not None else sorted({v.frame for v in train})
+    frames = sorted({v.frame for v in train})
     cams = sorted({v.camera for v in train})
     rows = [capture.frame_row(f) for f in frames]
     record = {
-        "name": capture.appearance,
-        "capture": {"path": str(Path(capture.root).resolve()), "sha256": capture.content_hash()},
+        "name": name or capture.appearance,
+        "capture": {"path": str(Path(capture.root).resolve()), "sha256": sha256},
         "cameras": {c: capture.cameras[c].to_dict() for c in cams},
         "frames": frames,
         "train_views": len(train),
@@ -59,6 +65,14 @@ def save_field_avatar(
     switch: bool = True,
 ) -> Version:
     """Write the avatar as a new version and make it current unless ``switch`` is False (call inside ``store.lock()``)."""
+    apps = avatar.field.appearances
+    owners: dict[int, str] = {}
+    appearances = [dict(a) for a in appearances]
+    for a in appearances:  # a tri-plane read by several appearances (shared-local) is stored once per reader
+        owner = owners.setdefault(id(apps[a["name"]].triplane), a["name"])
+        a.pop("triplane_of", None)
+        if owner != a["name"]:
+            a["triplane_of"] = owner
     tensors = dict(avatar.state_dict())
     for name, t in replay.items():
         for k, v in t.items():

@@ -9,11 +9,11 @@ weights file).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 from perennial.avatar.store import AvatarError, AvatarStore
+from perennial.util import sha256_file
 
 KEY_METRICS = ("psnr", "ssim", "lpips", "forget")
 """Substrings of metric names shown by :func:`format_history` (besides the training PSNR)."""
@@ -117,11 +117,7 @@ def _check_version(store: AvatarStore, n: int) -> None:
     if not path.is_file():
         raise AvatarError(f"{path}: missing; version {n} cannot be made current")
     want = v.state.get("weights_sha256")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if want and h.hexdigest() != want:
+    if want and sha256_file(path) != want:
         raise AvatarError(f"{path}: checksum differs from state.json (truncated or edited); version {n} cannot be made current")
 
 
@@ -191,23 +187,3 @@ def check_capture_for_avatar(store: AvatarStore, capture) -> None:
             f"{cap_json}: the capture's body differs from the avatar's ({store.meta_path}): "
             + "; ".join(diffs) + " (capture vs avatar); an avatar keeps one body"
         )
-
-
-def check_capture_images(capture, splits: tuple[str, ...] = ("train",)) -> None:
-    """Decode every image and mask of ``splits`` (the capture reader checks headers only).
-
-    Call before writing anything, so that a corrupt or truncated PNG is reported
-    before an avatar is touched.
-
-    Raises:
-        CaptureError: naming the file (with the capture folder) and what is wrong.
-    """
-    from perennial.capture.capture import CaptureError
-
-    for split in splits:
-        for v in capture.views_of(split):
-            try:
-                capture.load_image(v)
-                capture.load_mask(v)
-            except CaptureError as e:
-                raise CaptureError(f"{str(capture.root).rstrip('/')}/{e}") from None

@@ -35,11 +35,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from perennial.errors import PerennialError
+from perennial.util import sha256_file
+
 SCHEMA = "perennial-avatar"
 SCHEMA_VERSION = 1
 
 
-class AvatarError(ValueError):
+class AvatarError(PerennialError):
     """A problem with an avatar on disk; the message names the file and what is wrong."""
 
 
@@ -70,14 +73,6 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_json(path: Path) -> dict:
@@ -325,7 +320,7 @@ class AvatarStore:
         if not path.exists():
             raise AvatarError(f"{path}: missing")
         want = version.state.get("weights_sha256")
-        if want and _sha256(path) != want:
+        if want and sha256_file(path) != want:
             raise AvatarError(f"{path}: checksum differs from state.json (the file was truncated or edited)")
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from perennial._warp import warp
 from perennial.body.rig import ANNY_BONES, ANNY_FACIAL_ACTIONS, ANNY_PARENTS, PHENOTYPE_LABELS
 from perennial.body.template import BodyOutput, RestState
+from perennial.errors import PerennialError
 from perennial.util import cache_dir
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ _SHARED: dict[str, AnnyTemplate] = {}
 def load_template(name: str = "anny") -> AnnyTemplate:
     """The shared template instance for ``name`` (built on first use, cached per process)."""
     if name != "anny":
-        raise ValueError(f"unknown body template {name!r}; supported: ['anny']")
+        raise PerennialError(f"unknown body template {name!r}; supported: ['anny']")
     if name not in _SHARED:
         _SHARED[name] = AnnyTemplate()
     return _SHARED[name]

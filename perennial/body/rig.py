@@ -7,6 +7,8 @@ against the built model.
 
 from __future__ import annotations
 
+from perennial.errors import PerennialError
+
 ANNY_BONES: tuple[str, ...] = (
     'root', 'pelvis.L', 'upperleg01.L', 'upperleg02.L', 'lowerleg01.L', 'lowerleg02.L',
     'foot.L', 'toe1-1.L', 'toe1-2.L', 'toe2-1.L', 'toe2-2.L', 'toe2-3.L',
@@ -67,9 +69,9 @@ def bone_names(rig: str) -> tuple[str, ...]:
     """Bone names of a supported rig, in model order.
 
     Raises:
-        ValueError: for an unknown rig.
+        PerennialError: for an unknown rig.
     """
     try:
         return _RIGS[rig]
     except KeyError:
-        raise ValueError(f"unknown rig {rig!r}; supported: {sorted(_RIGS)}") from None
+        raise PerennialError(f"unknown rig {rig!r}; supported: {sorted(_RIGS)}") from None

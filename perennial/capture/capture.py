@@ -13,7 +13,9 @@ faces -Y). Body rotations are Anny ``local-ref`` rotation vectors in radians.
 from __future__ import annotations
 
 import hashlib
+import io
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from perennial.errors import PerennialError
+from perennial.progress import progress as progress_bar
 from perennial.render.camera import Camera
+from perennial.util import sha256_file
 
 SPLITS = ("train", "test")
 """The allowed values of :attr:`View.split`."""
@@ -33,7 +38,7 @@ _DECODE_ERRORS = (
 """What Pillow raises for a missing, truncated or corrupt PNG."""
 
 
-class CaptureError(ValueError):
+class CaptureError(PerennialError):
     """A capture on disk is malformed; the message names the file and the field."""
 
 
@@ -113,6 +118,21 @@ class View:
 
 
 @dataclass
+class ViewPixels:
+    """A view with its decoded pixels.
+
+    Attributes:
+        view: the view.
+        rgb: (H, W, 3) float32 in [0, 1].
+        mask: (H, W) float32 in [0, 1] (1 = person), or None (test views only).
+    """
+
+    view: View
+    rgb: Tensor
+    mask: Tensor | None
+
+
+@dataclass
 class Capture:
     """A validated capture; images and masks are read from ``root`` on demand.
 
@@ -187,6 +207,34 @@ class Capture:
         pixels = read_png(self.root, view.mask, "L", self.cameras[view.camera], view.camera)
         return torch.from_numpy(pixels).to(torch.float32).div_(255.0)
 
+    def read_split(self, split: str = "train", progress: bool = False) -> tuple[list[ViewPixels], str]:
+        """Decode every image and mask of one split once, and hash the capture in the same pass.
+
+        Each file of the capture is read once: the split's PNGs are hashed and
+        decoded from the same bytes, the others only hashed. A corrupt, truncated
+        or mis-sized PNG fails here, before anything is trained or written.
+
+        Returns:
+            (the split's views with their pixels in view order, :meth:`content_hash`).
+
+        Raises:
+            CaptureError: naming the capture folder, the file and what is wrong.
+        """
+        views = self.views_of(split)
+        wanted = {p for v in views for p in (v.image, v.mask) if p is not None}
+        digest, blobs = self.stream_files(wanted)
+        out = []
+        for v in progress_bar(views, desc=f"decoding {split} views", unit="view", enabled=progress, leave=False):
+            cam = self.cameras[v.camera]
+            try:
+                rgb = read_png(self.root, v.image, "RGB", cam, v.camera, blobs[v.image])
+                mask = None if v.mask is None else read_png(self.root, v.mask, "L", cam, v.camera, blobs[v.mask])
+            except CaptureError as e:
+                raise CaptureError(f"{str(self.root).rstrip('/')}/{e}") from None
+            out.append(ViewPixels(v, torch.from_numpy(rgb).to(torch.float32).div_(255.0),
+                                  None if mask is None else torch.from_numpy(mask).to(torch.float32).div_(255.0)))  # fmt: skip
+        return out, digest
+
     def content_hash(self) -> str:
         """SHA-256 (hex) of ``capture.json``, ``body.npz`` and every view's image and mask.
 
@@ -194,21 +242,40 @@ class Capture:
         view's image and mask in view order); each contributes its relative
         path and size before its bytes, so renames and moved bytes change it.
         """
+        return self.stream_files()[0]
+
+    def stream_files(self, keep: Collection[str] = ()) -> tuple[str, dict[str, bytes]]:
+        """Read every file of the capture once: the content hash, and the bytes of ``keep``.
+
+        Args:
+            keep: relative paths whose bytes are returned (e.g. the training PNGs,
+                to be decoded without reading them again).
+
+        Returns:
+            (:meth:`content_hash`, ``{relative path: bytes}`` of the kept files).
+        """
         names = ["capture.json", "body.npz"]
         for v in self.views:
             names.extend(p for p in (v.image, v.mask) if p is not None)
         digest = hashlib.sha256()
+        kept: dict[str, bytes] = {}
         seen: set[str] = set()
         for name in names:
             if name in seen:
                 continue
             seen.add(name)
             path = self.root / name
-            digest.update(f"{name}\0{path.stat().st_size}\0".encode())
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-        return digest.hexdigest()
+            try:
+                size = path.stat().st_size
+                digest.update(f"{name}\0{size}\0".encode())
+                if name in keep:
+                    kept[name] = path.read_bytes()
+                    digest.update(kept[name])
+                else:
+                    sha256_file(path, digest)
+            except OSError as e:
+                raise CaptureError(f"{self.root / name}: cannot read ({e.strerror or e})") from None
+        return digest.hexdigest(), kept
 
 
 def png_header(root: Path, rel: str) -> tuple[tuple[int, int], str]:
@@ -243,6 +310,14 @@ def check_png(root: Path, rel: str, mode: str, camera: Camera, camera_name: str)
         CaptureError: naming the file and what is wrong.
     """
     (width, height), found = png_header(root, rel)
+    _check_header(rel, "PNG", (width, height), found, mode, camera, camera_name)
+
+
+def _check_header(rel: str, fmt: str | None, size: tuple[int, int], found: str, mode: str,
+                  camera: Camera, camera_name: str) -> None:  # fmt: skip
+    if fmt != "PNG":
+        raise CaptureError(f"{rel}: is a {fmt} file, expected PNG")
+    width, height = size
     if (width, height) != (camera.width, camera.height):
         raise CaptureError(
             f"{rel}: size {width}x{height} differs from camera {camera_name} "
@@ -253,16 +328,27 @@ def check_png(root: Path, rel: str, mode: str, camera: Camera, camera_name: str)
         raise CaptureError(f"{rel}: mode {found}, expected {expected}")
 
 
-def read_png(root: Path, rel: str, mode: str, camera: Camera, camera_name: str) -> np.ndarray:
-    """Decode a PNG after :func:`check_png`; uint8 (H, W, 3) for RGB, (H, W) for L.
+def read_png(root: Path, rel: str, mode: str, camera: Camera, camera_name: str,
+             data: bytes | None = None) -> np.ndarray:  # fmt: skip
+    """Decode a PNG, checking its format, size and mode; uint8 (H, W, 3) for RGB, (H, W) for L.
+
+    Args:
+        root, rel, mode, camera, camera_name: as in :func:`check_png`.
+        data: the file's bytes when they were read already (see :meth:`Capture.stream_files`).
 
     Raises:
         CaptureError: the file is missing, truncated or corrupt, or has the wrong
             size or mode.
     """
-    check_png(root, rel, mode, camera, camera_name)
+    if data is None:
+        check_png(root, rel, mode, camera, camera_name)
+        source = root / rel
+    else:
+        source = io.BytesIO(data)
     try:
-        with Image.open(root / rel) as im:
+        with Image.open(source) as im:
+            if data is not None:
+                _check_header(rel, im.format, im.size, im.mode, mode, camera, camera_name)
             im.load()
             return np.array(im, dtype=np.uint8)
     except _DECODE_ERRORS as err:

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from perennial.capture.capture import SPLITS, BodyParams, Capture, CaptureError, View, check_png
+from perennial.errors import OutputExistsError
 from perennial.render.camera import Camera
 
 FORMAT = "perennial-capture"
@@ -110,16 +111,16 @@ def write_capture(
         The written capture, read back from ``root``.
 
     Raises:
-        FileExistsError: ``root`` exists, is not empty, and ``overwrite`` is False
+        OutputExistsError: (a FileExistsError) ``root`` exists, is not empty, and ``overwrite`` is False
             (or ``root`` is a file).
         CaptureError: the data do not form a valid capture (nothing is written).
         TypeError, ValueError: an image or mask array has the wrong shape or dtype.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise FileExistsError(f"{root}: exists and is not a directory")
+        raise OutputExistsError(f"{root}: exists and is not a directory")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise FileExistsError(f"{root}: exists and is not empty (pass overwrite=True)")
+        raise OutputExistsError(f"{root}: exists and is not empty (pass --overwrite / overwrite=True to replace it)")
     for name in cameras:
         if not _SAFE_NAME.match(name):
             raise ValueError(f"camera name {name!r} is not usable as a directory name")
@@ -534,10 +535,10 @@ def _float_array(array: np.ndarray, key: str) -> np.ndarray:
 
 __all__ = [
     "FORMAT",
-    "VERSION",
     "KNOWN_TEMPLATES",
     "PHENOTYPE_NAMES",
+    "VERSION",
     "ViewData",
-    "write_capture",
     "read_capture",
+    "write_capture",
 ]

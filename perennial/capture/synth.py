@@ -25,6 +25,7 @@ from perennial.body.anny import AnnyTemplate, load_template
 from perennial.capture.capture import BodyParams, Capture
 from perennial.capture.format import ViewData, write_capture
 from perennial.capture.outfit import Outfit, outfit_colours
+from perennial.errors import ConfigError
 from perennial.motion.procedural import MOTIONS, procedural_motion
 from perennial.render.camera import Camera
 from perennial.render.image import contact_sheet, downsample, save_png, to_uint8
@@ -84,14 +85,14 @@ def motion_frames(motion: str, frames: int, fps: float, floor: float) -> tuple[T
         rotvec, offset = procedural_motion(motion, frames)
         return rotvec, offset + torch.tensor([0.0, 0.0, floor])
     if Path(motion).suffix.lower() not in (".bvh", ".npz"):
-        raise ValueError(f"unknown motion {motion!r}; use a built-in motion ({', '.join(MOTIONS)}) or a .bvh/.npz file")
+        raise ConfigError(f"unknown motion {motion!r}; use a built-in motion ({', '.join(MOTIONS)}) or a .bvh/.npz file")
     from perennial.motion.load import load_motion
 
     if not Path(motion).is_file():
         raise FileNotFoundError(f"{motion}: no such motion file")
     clip = load_motion(motion, fps=fps)
     if clip.num_frames < frames:
-        raise ValueError(f"{motion}: has {clip.num_frames} frames at {fps:g} fps, fewer than the {frames} asked for")
+        raise ConfigError(f"{motion}: has {clip.num_frames} frames at {fps:g} fps, fewer than the {frames} asked for")
     rotvec, translation = clip.rotvec[:frames].clone(), clip.translation[:frames].clone()
     translation[:, :2] -= translation[:, :2].mean(0)
     return rotvec, translation
@@ -158,7 +159,7 @@ class BodyPainter:
 def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, progress: bool = True) -> Capture:
     """Render a synthetic capture to ``out`` (perennial-capture v1) and return it."""
     if config.cameras < 1 or config.frames < 1 or config.size < 8:
-        raise ValueError("need cameras >= 1, frames >= 1 and size >= 8")
+        raise ConfigError("need cameras >= 1, frames >= 1 and size >= 8")
     template = load_template("anny")
     outfit = Outfit.from_name(config.appearance, config.seed)
     with torch.no_grad():

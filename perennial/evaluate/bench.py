@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from perennial.numerics import numeric_path
 from perennial.util import median_ms
 
 
@@ -277,6 +278,7 @@ def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int =
     res: dict = {
         "threads": torch.get_num_threads(),
         "avatar": str(avatar_path) if avatar_path else "fresh (untrained)",
+        "numeric_path": numeric_path(avatar.config.autocast),
         "samples_per_ray": cfg.samples,
         "stop_transmittance": cfg.stop_transmittance,
     }
@@ -293,13 +295,79 @@ def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int =
     import tempfile
 
     from perennial.capture.synth import SynthConfig, synthesize
-    from perennial.learn.trainer import TrainConfig, train_field
+    from perennial.learn.methods import fit, preset
 
     with tempfile.TemporaryDirectory() as tmp:
         cap = synthesize(Path(tmp) / "cap", SynthConfig(cameras=4, frames=2, size=256, supersample=1), progress=False)
         fresh = FieldAvatar(template, cap.body_info["phenotype"], [cap.appearance])
-        train_field(fresh, cap, TrainConfig(steps=5, checkpoint_every=0), progress=False)  # warm-up
-        t = train_field(fresh, cap, TrainConfig(steps=train_steps, checkpoint_every=0), progress=False)
-    res["train_steps_per_s"] = t["steps_per_s"]
-    res["train_rays_per_step"] = TrainConfig().rays_per_step
+        fit(fresh, cap, preset("field", "create", steps=5, checkpoint_every=0))  # warm-up
+        cfg = preset("field", "create", steps=train_steps, checkpoint_every=0)
+        t = fit(fresh, cap, cfg)
+    res["train_steps_per_s"] = t.steps_per_s
+    res["train_rays_per_step"] = cfg.rays_per_step
+    return res
+
+
+def bench_triplane(
+    N: int = 200_000, C: int = 16, R: int = 128, repeats: int = 10, reduce: str = "sum"
+) -> dict:
+    """Time the embedding-bag lookup against the grid_sample twin on CPU.
+
+    Keys ``{impl}_{phase}_ms_{T}t`` for impl in ``embedding_bag``, ``grid_sample``;
+    phase ``forward`` (no grad), ``forward_backward`` (gradient to the table) and
+    ``forward_backward_points`` (to the table and the points); T threads = 1 and the
+    thread count on entry; ``speedup_{phase}_{T}t`` = grid_sample / embedding_bag.
+    Wall-clock medians over ``repeats`` in milliseconds (a busy machine shifts them:
+    compare the ratios of one run). The field avatar's own setting is about
+    ``N=181_000, C=8, R=64, reduce="concat"``.
+    """
+    import torch
+
+    from perennial.avatar.field.triplane_ops import (
+        planes_to_table,
+        triplane_lookup,
+        triplane_lookup_grid_sample,
+    )
+
+    if reduce not in ("sum", "concat"):
+        raise ValueError(f"reduce must be 'sum' or 'concat', got {reduce!r}")
+    g = torch.Generator().manual_seed(0)
+    planes = (torch.randn(3, C, R, R, generator=g) * 0.1).requires_grad_()
+    table = planes_to_table(planes.detach()).requires_grad_()
+    points = torch.rand(N, 3, generator=g) * 2.2 - 1.1  # ~25% of points outside on some axis
+    points_g = points.clone().requires_grad_()
+    impls = {
+        "embedding_bag": lambda p: triplane_lookup(table, p, R, reduce),
+        "grid_sample": lambda p: triplane_lookup_grid_sample(planes, p, reduce),
+    }
+
+    def step(lookup, p):
+        def run():
+            table.grad = planes.grad = points_g.grad = None
+            lookup(p).square().sum().backward()
+
+        return run
+
+    res: dict = {"N": N, "C": C, "R": R, "reduce": reduce}
+    default_threads = torch.get_num_threads()
+    try:
+        for threads in sorted({1, default_threads}):
+            torch.set_num_threads(threads)
+            for impl, lookup in impls.items():
+                with torch.no_grad():
+                    fwd = median_ms(lambda lookup=lookup: lookup(points), repeats)
+                res[f"{impl}_forward_ms_{threads}t"] = fwd
+                res[f"{impl}_forward_backward_ms_{threads}t"] = median_ms(
+                    step(lookup, points), repeats
+                )
+                res[f"{impl}_forward_backward_points_ms_{threads}t"] = median_ms(
+                    step(lookup, points_g), repeats
+                )
+            for phase in ("forward", "forward_backward", "forward_backward_points"):
+                res[f"speedup_{phase}_{threads}t"] = (
+                    res[f"grid_sample_{phase}_ms_{threads}t"]
+                    / res[f"embedding_bag_{phase}_ms_{threads}t"]
+                )
+    finally:
+        torch.set_num_threads(default_threads)
     return res

@@ -28,9 +28,9 @@ from perennial.avatar.field_io import load_field_avatar
 from perennial.avatar.store import AvatarStore
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.evaluate.protocol import evaluate_avatar
-from perennial.learn.continual import STRATEGIES, ContinualConfig, learn_appearance
+from perennial.learn.continual import learn_appearance
 from perennial.learn.create import create_avatar
-from perennial.learn.trainer import TrainConfig
+from perennial.learn.methods import preset
 
 # Outfits that differ in colour and pattern (checked with Outfit.from_name):
 # a: green striped top + solid shorts; h: orange checked top + checked trousers;
@@ -49,7 +49,7 @@ class ContinualBenchConfig:
     learn_steps: int = 1500
     max_test_views: int = 24
     """Test views per appearance and evaluation."""
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = ("replay", "finetune", "joint", "shared-local")
 
     @staticmethod
     def quick() -> ContinualBenchConfig:
@@ -114,7 +114,7 @@ def run_continual_bench(out: str | Path, cfg: ContinualBenchConfig, progress: bo
     if base.exists():
         shutil.rmtree(base)
     log(f"creating the avatar on {APPEARANCES[0]} ({cfg.create_steps} steps) ...")
-    create_avatar(base, caps[0], TrainConfig(steps=cfg.create_steps), progress=progress)
+    create_avatar(base, caps[0], preset("field", "create", steps=cfg.create_steps), progress=progress)
     base_row = _evaluate(base, caps, 0, cfg.max_test_views)
     results: dict = {"config": cfg.__dict__ | {"strategies": list(cfg.strategies)}, "appearances": list(APPEARANCES), "strategies": {}}
     for strategy in cfg.strategies:
@@ -126,7 +126,7 @@ def run_continual_bench(out: str | Path, cfg: ContinualBenchConfig, progress: bo
         seconds = []
         for i, cap in enumerate(caps[1:], start=1):
             log(f"[{strategy}] learning {cap.appearance} ...")
-            v = learn_appearance(path, cap, ContinualConfig(strategy=strategy, steps=cfg.learn_steps), progress=progress)
+            v = learn_appearance(path, cap, strategy, preset("field", strategy, steps=cfg.learn_steps), progress=progress)
             seconds.append(v.metrics["train"]["seconds"])
             R.append(_evaluate(path, caps, i, cfg.max_test_views))
         final = R[-1]

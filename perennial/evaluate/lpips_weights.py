@@ -50,6 +50,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from perennial.errors import PerennialError
 from perennial.util import cache_dir, sha256_file
 
 __all__ = [
@@ -114,7 +115,7 @@ PLAN: dict[str, list[list[int | str]]] = {
 }
 
 
-class LPIPSWeightsNotFound(RuntimeError):
+class LPIPSWeightsNotFound(PerennialError):
     """The LPIPS weights are neither cached nor obtainable from any source."""
 
 
@@ -215,7 +216,7 @@ def weights_path(net: str) -> Path:
 def check_net(net: str) -> None:
     """Raise ``ValueError`` unless ``net`` is one of :data:`NETS`."""
     if net not in NETS:
-        raise ValueError(f"unknown LPIPS net {net!r}; choose one of {NETS}")
+        raise PerennialError(f"unknown LPIPS net {net!r}; choose one of {NETS}")
 
 
 def _ckpts_from_sdist(path: Path) -> dict[str, bytes]:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from perennial.errors import ConfigError
 from perennial.evaluate.lpips import LPIPS
 
 __all__ = ["BBOX_MIN_SIZE", "image_metrics", "lpips", "mask_bbox", "psnr", "ssim"]
@@ -220,7 +221,7 @@ def image_metrics(
     pred, gt, unbatched = _as_batch(pred, gt)
     for net in lpips_nets:
         if net not in ("vgg", "alex"):
-            raise ValueError(f"unknown LPIPS net {net!r}")
+            raise ConfigError(f"unknown LPIPS net {net!r}; choose alex or vgg")
 
     def evaluate(p: Tensor, g: Tensor) -> dict[str, Tensor]:
         out = {"psnr": psnr(p, g), "ssim": ssim(p, g)}

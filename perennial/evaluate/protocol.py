@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from perennial.avatar.field.render import render_image
 from perennial.capture.capture import Capture, View
+from perennial.errors import PerennialError
 from perennial.evaluate.metrics import image_metrics
 from perennial.render.raycast import WarpMeshCaster
 
@@ -59,7 +60,7 @@ def evaluate_avatar(
     appearance = appearance or capture.appearance
     views = capture.views_of("test")
     if not views:
-        raise ValueError(f"{capture.root}: the capture has no test views")
+        raise PerennialError(f"{capture.root}: the capture has no test views")
     if max_views and len(views) > max_views:
         views = views[:: math.ceil(len(views) / max_views)]
     groups = {v: view_group(capture, v) for v in views}

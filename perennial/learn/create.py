@@ -2,43 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from perennial.avatar.field.model import FieldAvatar, FieldConfig
-from perennial.avatar.field_io import appearance_record, save_field_avatar
-from perennial.avatar.maintenance import check_capture_for_avatar, check_capture_images
+from perennial.avatar.field_io import appearance_record
+from perennial.avatar.maintenance import check_capture_for_avatar
 from perennial.avatar.store import AvatarError, AvatarStore, Version
 from perennial.capture.capture import Capture
-from perennial.learn.trainer import TrainConfig, train_field
+from perennial.learn.engine import train
+from perennial.learn.methods import get_method, preset
 
 
 def create_avatar(
     path: str | Path,
     capture: Capture,
-    config: TrainConfig | None = None,
-    field_config: FieldConfig | None = None,
+    config: Any = None,
+    method: str = "field",
     resume: bool = False,
     progress: bool = True,
     template=None,
 ) -> Version:
-    """Train a field avatar on ``capture`` and store it at ``path`` (version 1).
+    """Train a new avatar on ``capture`` and store it at ``path`` (version 1).
+
+    Args:
+        path: the avatar folder (must not hold an avatar).
+        capture: its first appearance.
+        config: the training config (default: the method's ``create`` preset).
+        method: the avatar method (``perennial.learn.methods.METHODS``).
+        resume: continue an interrupted create from its checkpoint.
+        progress: show progress.
+        template: the body template (loaded from the capture's body when omitted).
 
     Holds the avatar's writer lock throughout. Checkpoints go to
-    ``<path>/checkpoint`` (removed once the version is written); ``resume``
-    continues from there after an interruption.
+    ``<path>/checkpoint`` (removed once the version is written).
 
     Raises:
         AvatarError: an avatar with a version already exists at ``path``, or the
             folder is busy or not empty.
+        CaptureError: a training image or mask cannot be decoded (nothing is written).
     """
-    config = config or TrainConfig()
+    m = get_method(method)
+    config = config if config is not None else preset(m, "create")
     store = AvatarStore(path)
     if store.exists() and store.current_number() is not None:
         raise AvatarError(f"{store.root}: an avatar exists already (use 'perennial learn' to add an appearance)")
-    check_capture_images(capture)  # before anything is written: a bad PNG must not leave a half avatar
+    # every training PNG is decoded (and the capture hashed) before anything is written
+    pixels, digest = capture.read_split("train", progress)
+    name = capture.appearance
     with store.lock():
         if store.exists():
             if store.current_number() is not None:
@@ -50,26 +63,28 @@ def create_avatar(
             done = store.version_numbers()
             if done:  # killed after the version was written, before `current` moved: finish the switch
                 v = store.version(done[-1])
-                if [a.get("name") for a in v.state.get("appearances", [])] != [capture.appearance]:
+                if [a.get("name") for a in v.state.get("appearances", [])] != [name]:
                     raise AvatarError(f"{v.path / 'state.json'}: the interrupted create was of another appearance "
-                                      f"than {capture.appearance!r}")  # fmt: skip
+                                      f"than {name!r}")  # fmt: skip
                 shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
                 store.switch(v.number)
                 return store.version()
         else:
-            store.initialise(capture.body_info, "field", {"created_from": str(Path(capture.root).resolve())})
+            store.initialise(capture.body_info, m.name, {"created_from": str(Path(capture.root).resolve())})
         if template is None:
             from perennial.body.anny import load_template
 
             template = load_template(capture.body_info["template"])
-        avatar = FieldAvatar(template, capture.body_info.get("phenotype"), [capture.appearance], field_config)
+        avatar = m.new(template, capture, config)
+        groups, terms = m.prepare(avatar, name, capture, pixels, [], {}, config)
         t0 = time.perf_counter()
-        summary = train_field(avatar, capture, config, store.root / "checkpoint", resume=resume, progress=progress)
-        record, replay = appearance_record(capture)
-        entry = {"action": "create", "appearance": capture.appearance, "strategy": "single",
-                 "train": asdict(config), "seconds": time.perf_counter() - t0}  # fmt: skip
-        version = save_field_avatar(store, avatar, [record], {capture.appearance: replay}, entry, {"train": summary},
-                                    switch=False)  # fmt: skip
+        result = train(avatar, groups, terms, config.loss_weights, config.engine, store.root / "checkpoint",
+                       tag={"action": "create", "appearance": name}, resume=resume, progress=progress,
+                       desc=f"training {name}")  # fmt: skip
+        record, poses = appearance_record(capture, digest)
+        entry = {"action": "create", "appearance": name, "strategy": "create", "method": m.name,
+                 "train": dataclasses.asdict(config), "seconds": time.perf_counter() - t0}  # fmt: skip
+        version = m.save(store, avatar, [record], {name: poses}, entry, {"train": result.as_dict()}, switch=False)
         # the checkpoint goes before `current` moves: a kill in between is finished by --resume (above)
         shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
         store.switch(version.number)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from perennial.body.rig import ANNY_BONES
+from perennial.errors import PerennialError
 from perennial.motion.clip import MotionClip, MotionFormatError
 
 __all__ = [
@@ -138,7 +139,7 @@ class MotionBank:
         for c in self.clips:
             if c["name"] == name:
                 return MotionClip.load(self.root / c["file"])
-        raise KeyError(f"{self.root}: no clip {name!r} in the bank")
+        raise PerennialError(f"{self.root}: no clip {name!r} in the bank")
 
     def __iter__(self) -> Iterator[MotionClip]:
         for c in self.clips:

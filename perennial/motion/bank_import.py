@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from perennial.errors import OutputExistsError
 from perennial.motion.bank import CLIPS_DIR, INDEX_NAME, clip_file, write_index
 from perennial.motion.bonemap import BoneMap, resolve_bone_map
 from perennial.motion.bvh import read_bvh
@@ -182,14 +183,14 @@ def import_bank(
         A :class:`BankReport` (also stored in ``bank.json``).
 
     Raises:
-        FileExistsError: ``out`` already holds a bank and ``overwrite`` is False.
+        OutputExistsError: (a FileExistsError) ``out`` already holds a bank and ``overwrite`` is False.
         RetargetError: the bone map itself is malformed.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out = Path(out)
     if (out / INDEX_NAME).exists() and not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{out}: a motion bank exists already (pass overwrite=True to replace it)"
         )
     t0 = time.perf_counter()
@@ -260,7 +261,7 @@ def _import_one(
         MotionFormatError,
     ) as e:  # BVHError and RetargetError are ValueErrors
         return BankEntry(src, "skipped", frames_in=frames_in, reason=str(e))
-    except Exception as e:  # noqa: BLE001 - a bank import reports every failure and goes on
+    except Exception as e:
         return BankEntry(src, "skipped", frames_in=frames_in, reason=f"{type(e).__name__}: {e}")
     return BankEntry(src, "ok", name=name, frames_in=frames_in, frames_out=clip.num_frames)
 

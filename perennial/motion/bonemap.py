@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from perennial.body.rig import ANNY_BONES
+from perennial.errors import PerennialError
 from perennial.motion.bvh import BVH
 
 __all__ = [
@@ -65,7 +66,7 @@ EVAL_BONES: tuple[str, ...] = tuple(
 (hips, knees, ankles, shoulders, elbows, wrists, head)."""
 
 
-class RetargetError(ValueError):
+class RetargetError(PerennialError):
     """A bone map that is malformed or does not fit a source skeleton."""
 
 

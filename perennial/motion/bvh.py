@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from perennial.errors import PerennialError
+
 __all__ = ["BVH", "BVHError", "BVHJoint", "parse_bvh", "read_bvh"]
 
 _CHANNELS = ("Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation")
 
 
-class BVHError(ValueError):
+class BVHError(PerennialError):
     """A malformed BVH file; the message names the file and the line."""
 
     def __init__(self, path: str | Path, line: int | None, message: str) -> None:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from perennial.body.rig import ANNY_BONES
+from perennial.errors import ConfigError, PerennialError
 
 __all__ = ["MOTION_FORMAT", "MOTION_VERSION", "MotionClip", "MotionFormatError"]
 
@@ -39,7 +40,7 @@ MOTION_FORMAT = "perennial-motion"
 MOTION_VERSION = 1
 
 
-class MotionFormatError(ValueError):
+class MotionFormatError(PerennialError):
     """A motion file that cannot be read; the message names the file and the field."""
 
 
@@ -195,7 +196,7 @@ class MotionClip:
         """
         fps = float(fps)
         if not (math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be positive, got {fps}")
+            raise ConfigError(f"fps must be positive, got {fps}")
         if abs(fps - self.fps) < 1e-9 * self.fps:
             return MotionClip(
                 self.rotvec.clone(), self.translation.clone(), self.fps, self.source, self.bones

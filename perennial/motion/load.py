@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from perennial.motion.bvh import read_bvh
-from perennial.motion.clip import MotionClip
+from perennial.motion.clip import MotionClip, MotionFormatError
 from perennial.motion.retarget import retarget
 
 __all__ = ["load_motion"]
@@ -43,4 +43,4 @@ def load_motion(
     if suffix == ".npz":
         clip = MotionClip.load(path)
         return clip if fps is None else clip.resample(fps)
-    raise ValueError(f"{path}: unsupported motion file type {path.suffix!r}; expected .bvh or .npz")
+    raise MotionFormatError(f"{path}: unsupported motion file type {path.suffix!r}; expected .bvh or .npz")

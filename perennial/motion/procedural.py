@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from perennial.body.rig import ANNY_BONES
+from perennial.errors import ConfigError
 
 MOTIONS: tuple[str, ...] = ("walk", "wave", "squat", "turn", "mix")
 _IDX = {b: i for i, b in enumerate(ANNY_BONES)}
@@ -104,9 +105,9 @@ def procedural_motion(name: str, frames: int, cycles: float = 1.0) -> tuple[Tens
         added to the standing root position.
     """
     if name not in MOTIONS:
-        raise ValueError(f"unknown motion {name!r}; built-in motions: {', '.join(MOTIONS)}")
+        raise ConfigError(f"unknown motion {name!r}; built-in motions: {', '.join(MOTIONS)}")
     if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
+        raise ConfigError(f"frames must be >= 1, got {frames}")
     rots, offs = [], []
     for f in range(frames):
         if name == "mix":

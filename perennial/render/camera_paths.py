@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor
 
+from perennial.errors import ConfigError
 from perennial.render.camera import Camera
 
 CAMERA_PATHS = ("orbit", "front", "side", "back")
@@ -30,7 +31,7 @@ def camera_path(
         turns: orbit turns over the clip.
     """
     if kind not in CAMERA_PATHS:
-        raise ValueError(f"unknown camera {kind!r}; choose one of {', '.join(CAMERA_PATHS)}")
+        raise ConfigError(f"unknown camera {kind!r}; choose one of {', '.join(CAMERA_PATHS)}")
     n = targets.shape[0]
     fixed = {"front": 0.0, "side": math.pi / 2, "back": math.pi}
     cams = []

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from perennial.errors import ConfigError
+
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 30.0) -> Path:
     """Write uint8 RGB frames (H, W, 3) to ``path``.
@@ -30,7 +32,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 30.
         imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0)
         return path
     if suffix != ".mp4":
-        raise ValueError(f"{path}: video must end in .mp4 or .gif")
+        raise ConfigError(f"{path}: video must end in .mp4 or .gif")
     try:
         import imageio.v2 as imageio
         import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary)

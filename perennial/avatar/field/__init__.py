@@ -1,10 +1,7 @@
 """perennial.avatar.field: the deformable radiance-field avatar (MaintaAvatar-style)."""
 
-from perennial.avatar.field.triplane import (
-    TriPlane,
-    TriPlaneBank,
-    TriPlaneConfig,
-    bench_triplane,
+from perennial.avatar.field.triplane import TriPlane, TriPlaneConfig
+from perennial.avatar.field.triplane_ops import (
     planes_to_table,
     table_to_planes,
     triplane_lookup,
@@ -13,9 +10,7 @@ from perennial.avatar.field.triplane import (
 
 __all__ = [
     "TriPlane",
-    "TriPlaneBank",
     "TriPlaneConfig",
-    "bench_triplane",
     "planes_to_table",
     "table_to_planes",
     "triplane_lookup",

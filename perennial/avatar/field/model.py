@@ -25,8 +25,9 @@ than 3 layers with no loss of held-out PSNR (34.3 vs 33.0 dB, one run each; runs
 of the same setting vary by ~0.7 dB); see docs/ARCHITECTURE.md. The MLP runs under bf16 autocast
 on CPUs with native bf16 matmul (AMX / AVX512-BF16: ~2-4x faster than fp32),
 inputs and outputs in float32. ``autocast="auto"`` (the default) checks the CPU
-flags: on a CPU without them (e.g. an AVX2-only AMD EPYC) bf16 matmul is
-emulated and measured ~10x *slower* than fp32, so the field stays fp32 there.
+flags (:mod:`perennial.numerics`): on a CPU without them (e.g. an AVX2-only AMD
+EPYC) bf16 matmul is emulated and measured ~10x *slower* than fp32, so the field
+stays fp32 there.
 
 Density is ``softplus(raw) * density_scale`` (1/metre); the colour head ends in
 a sigmoid (RGB in [0, 1]).
@@ -37,7 +38,6 @@ Appearances live in an ``nn.ModuleDict`` keyed by name: adding one adds slots
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -47,6 +47,8 @@ from torch import Tensor, nn
 from perennial.avatar.field.deformer import Deformer, PoseCorrector, PosedBody
 from perennial.avatar.field.render import RenderConfig
 from perennial.avatar.field.triplane import TriPlane, TriPlaneConfig
+from perennial.errors import UnknownAppearanceError
+from perennial.numerics import autocast, bf16_enabled
 
 __all__ = ["Appearance", "CanonicalField", "FieldAvatar", "FieldConfig"]
 
@@ -72,10 +74,13 @@ class FieldConfig:
     density_scale: float = 20.0
     """Density = softplus(raw) * density_scale, 1/metre."""
     autocast: str = "auto"
-    """bf16 autocast of the MLP on CPU: ``"on"``, ``"off"``, or ``"auto"`` (on iff the CPU has
-    AMX-BF16 or AVX512-BF16)."""
+    """bf16 autocast of the MLP: ``"on"``, ``"off"``, or ``"auto"`` (on iff the CPU has AMX-BF16
+    or AVX512-BF16, or the GPU supports bf16; see :mod:`perennial.numerics`)."""
     pose_width: int = 128
     """Hidden width of the pose corrector (4 layers)."""
+
+    def __post_init__(self) -> None:
+        bf16_enabled(self.autocast)  # an unknown mode fails here, not at the first render
 
 
 class Appearance(nn.Module):
@@ -96,17 +101,6 @@ class Appearance(nn.Module):
         )
         self.triplane = TriPlane(tp)
         """Local features: a (3 R^2, C) table, read as (N, 3C) (planes XY | XZ | YZ)."""
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when /proc/cpuinfo lists ``amx_bf16`` or ``avx512_bf16`` (native bf16 matmul)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def positional_encoding(x: Tensor, frequencies: int) -> Tensor:
@@ -179,17 +173,11 @@ class CanonicalField(nn.Module):
             sigma: (N,) float32 density, 1/metre; rgb: (N, 3) float32 in [0, 1].
         """
         if appearance not in self.appearances:
-            raise KeyError(f"unknown appearance {appearance!r}; known: {list(self.appearances)}")
+            raise UnknownAppearanceError(appearance, self.appearances)
         app = self.appearances[appearance]
         pe = positional_encoding(points, self.config.pe_frequencies)
         x = torch.cat([pe, app.triplane(points)], -1)  # (N, 3 + 6 L + 3 C)
-        mode = self.config.autocast
-        if mode not in ("on", "off", "auto"):
-            raise ValueError(f"autocast must be 'on', 'off' or 'auto', got {mode!r}")
-        use_bf16 = points.device.type == "cpu" and (
-            mode == "on" or (mode == "auto" and cpu_has_fast_bf16())
-        )
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(self.config.autocast, points.device):
             # the global codes are the same for every point: their share of the first
             # layers is a bias, so no (N, code_dim) copies are made (same parameters)
             h = _linear_with_code(self.trunk[0], x, app.geometry_code)
@@ -230,6 +218,17 @@ class FieldAvatar(nn.Module):
         self.deformer = Deformer(template, phenotype, margin=self.render_config.margin)
         self.corrector = PoseCorrector(template.bone_names, width=self.config.pose_width)
         self.field = CanonicalField(self.config, appearances)
+
+    @property
+    def appearance_names(self) -> list[str]:
+        """Names of the appearances the avatar holds, in the order they were added."""
+        return list(self.field.appearances)
+
+    def check_appearance(self, name: str, where: str = "") -> None:
+        """Raise :class:`~perennial.errors.UnknownAppearanceError` (listing the known names) unless
+        the avatar holds appearance ``name``; ``where`` (the avatar folder) starts the message."""
+        if name not in self.field.appearances:
+            raise UnknownAppearanceError(name, self.field.appearances, where)
 
     def pose(self, rotvec: Tensor, translation: Tensor) -> PosedBody:
         """Pose the template for one frame with the pose corrector applied.

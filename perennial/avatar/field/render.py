@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from perennial.avatar.field.deformer import PosedBody
+from perennial.errors import ConfigError, UnknownAppearanceError
 from perennial.render.camera import Camera
 from perennial.render.raycast import Hit, WarpMeshCaster
 
@@ -66,11 +67,11 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         if self.weights not in ("ray", "point"):
-            raise ValueError(f"weights must be 'ray' or 'point', got {self.weights!r}")
+            raise ConfigError(f"weights must be 'ray' or 'point', got {self.weights!r}")
         if self.samples < 1 or self.margin <= 0:
-            raise ValueError("need samples >= 1 and margin > 0")
+            raise ConfigError("need samples >= 1 and margin > 0")
         if not 0.0 <= self.stop_transmittance < 1.0:
-            raise ValueError(f"stop_transmittance must be in [0, 1), got {self.stop_transmittance}")
+            raise ConfigError(f"stop_transmittance must be in [0, 1), got {self.stop_transmittance}")
 
 
 @dataclass
@@ -325,7 +326,7 @@ def render_image(
     """
     config = config or avatar.render_config
     if appearance not in avatar.field.appearances:
-        raise KeyError(f"unknown appearance {appearance!r}; known: {list(avatar.field.appearances)}")
+        raise UnknownAppearanceError(appearance, avatar.field.appearances)
     H, W = camera.height, camera.width
     dev = camera.device
     rgb = torch.tensor(config.background, dtype=torch.float32, device=dev).expand(H * W, 3).clone()

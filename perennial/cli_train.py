@@ -1,0 +1,222 @@
+"""``perennial create | learn | render | eval``: making, growing and showing an avatar.
+
+Training options come from the method's presets (:mod:`perennial.learn.field_method`)
+through :func:`perennial.config.add_options`: the help of ``--steps`` is the docstring
+of ``EngineConfig.steps`` and its default the preset's value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from perennial.config import add_options, find_field, options_given, override
+from perennial.errors import ConfigError
+
+TRAIN_OPTIONS = ["steps", "rays_per_step", "samples", "seed", "lr_final", "checkpoint_every"]
+TRAIN_FLAGS = {"rays_per_step": "--rays"}
+
+
+def _training_config(method_name: str, preset_name: str, a: argparse.Namespace):
+    """The preset of ``method_name`` called ``preset_name`` with the options the user gave."""
+    from perennial.learn.methods import get_method, preset
+
+    cfg = preset(get_method(method_name), preset_name)
+    given = options_given(a)
+    for path in given:
+        try:
+            find_field(cfg, path)
+        except ConfigError:
+            raise ConfigError(f"the option setting {path!r} does not apply to {preset_name} "
+                              f"({method_name} avatars)") from None  # fmt: skip
+    return override(cfg, given)
+
+
+def _cmd_create(a: argparse.Namespace) -> int:
+    from perennial.capture import read_capture
+    from perennial.learn.create import create_avatar
+
+    _check_device(a.device)
+    cfg = _training_config(a.method, "create", a)
+    capture = read_capture(a.capture)
+    t0 = time.perf_counter()
+    try:
+        v = create_avatar(a.avatar, capture, cfg, method=a.method, resume=a.resume, progress=not a.quiet)
+    except KeyboardInterrupt:
+        print(f"perennial create: interrupted; the last checkpoint is kept: continue with "
+              f"'perennial create {a.avatar} --capture {a.capture} --resume'", file=sys.stderr)  # fmt: skip
+        return 130
+    tr = v.metrics["train"]
+    print(f"created {a.avatar} (version {v.number}) in {time.perf_counter() - t0:.0f} s: "
+          f"{tr['steps_run']} steps, {tr['steps_per_s']:.1f} steps/s, training PSNR on the body {tr['train_psnr_body']:.2f} dB")  # fmt: skip
+    return 0
+
+
+def _cmd_learn(a: argparse.Namespace) -> int:
+    from perennial.avatar.store import AvatarStore
+    from perennial.capture import read_capture
+    from perennial.learn.continual import learn_appearance
+
+    method = AvatarStore(a.avatar).meta()["method"]
+    cfg = _training_config(method, a.strategy, a)
+    capture = read_capture(a.capture)
+    t0 = time.perf_counter()
+    try:
+        v = learn_appearance(a.avatar, capture, a.strategy, cfg, name=a.name, progress=not a.quiet, resume=a.resume)
+    except KeyboardInterrupt:
+        print("perennial learn: interrupted; the previous version stays current (continue with --resume)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"learned {v.state['history_entry']['appearance']!r} into {a.avatar} (version {v.number}, "
+          f"strategy {a.strategy}) in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    return 0
+
+
+def _check_device(device: str) -> None:
+    if device != "cpu":
+        raise ConfigError(f"--device {device}: only 'cpu' is supported by this version")
+
+
+def _load(a: argparse.Namespace, appearance: str):
+    from perennial.avatar.field_io import load_field_avatar
+    from perennial.avatar.store import AvatarStore
+
+    avatar, version, _ = load_field_avatar(AvatarStore(a.avatar))
+    avatar.check_appearance(appearance, str(a.avatar))
+    return avatar, version
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from perennial.capture import read_capture
+    from perennial.evaluate.protocol import evaluate_avatar, format_table
+
+    capture = read_capture(a.capture)
+    name = a.appearance or capture.appearance
+    avatar, version = _load(a, name)
+    if a.max_views is not None and a.max_views < 1:
+        raise ConfigError(f"--max-views must be >= 1, got {a.max_views}")
+    res = evaluate_avatar(avatar, capture, name, lpips_nets=a.lpips.split(","), max_views=a.max_views,
+                          progress=not a.quiet)  # fmt: skip
+    res["avatar"] = {"path": str(a.avatar), "version": version.number}
+    print(format_table(res))
+    print(f"render: {res['render_ms_median']:.0f} ms per view (median)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from perennial.avatar.field.render import render_image
+    from perennial.progress import progress
+    from perennial.render.image import save_png, to_uint8
+    from perennial.render.raycast import WarpMeshCaster
+    from perennial.render.video import write_video
+
+    if (a.capture is None) == (a.motion is None):
+        raise ConfigError("give exactly one of --capture DIR or --motion CLIP")
+    if a.size < 8:
+        raise ConfigError(f"--size must be at least 8 pixels, got {a.size}")
+    avatar, _ = _load(a, a.appearance)
+    caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
+    jobs = []  # (name, camera, rotvec, translation)
+    if a.capture:
+        from perennial.capture import read_capture
+
+        cap = read_capture(a.capture)
+        views = cap.views if a.split == "all" else cap.views_of(a.split)
+        for v in sorted(views, key=lambda v: (v.camera, v.frame)):
+            rv, tr, _ = cap.body_params(v.frame)
+            jobs.append((f"{v.camera}/{v.frame:06d}", cap.cameras[v.camera], rv, tr))
+        fps = 10.0
+    else:
+        from perennial.motion.load import load_motion
+        from perennial.render.camera_paths import camera_path
+
+        clip = load_motion(a.motion, fps=a.fps)
+        if a.seconds:
+            clip = clip.slice(0, min(clip.num_frames, round(a.seconds * clip.fps)))
+        cams = camera_path(a.camera, clip.translation, a.size)
+        jobs = [(f"{f:06d}", cams[f], clip.rotvec[f], clip.translation[f]) for f in range(clip.num_frames)]
+        fps = clip.fps
+    out = Path(a.out)
+    video = out.suffix.lower() in (".mp4", ".gif")
+
+    def frames():
+        for name, cam, rv, tr in progress(jobs, desc="rendering", unit="frame", enabled=not a.quiet):
+            img = to_uint8(render_image(avatar, cam, rv, tr, a.appearance, caster=caster).rgb)
+            if not video:
+                save_png(out / f"{name}.png", img)
+            yield img
+
+    if video:
+        write_video(out, frames(), fps=fps)
+    else:
+        for _ in frames():
+            pass
+    print(f"wrote {out} ({len(jobs)} frames)")
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    """Register ``create``, ``learn``, ``render`` and ``eval`` on the main parser's subcommands."""
+    from perennial.learn.methods import METHODS, get_method, preset
+
+    field = get_method("field")
+    c = sub.add_parser("create", help="create an avatar from a capture (trains the radiance field)",
+                       description="Train an avatar on the capture's training views and store it as version 1 "
+                                   "of AVATAR. The field method (MaintaAvatar-style: inverse LBS on Anny, pose "
+                                   "corrector, tri-plane + global codes per appearance) is the default.")  # fmt: skip
+    c.add_argument("avatar", help="avatar folder to create")
+    c.add_argument("--capture", required=True, help="perennial-capture folder")
+    c.add_argument("--method", default="field", choices=sorted(METHODS), help="avatar method (default: field)")
+    add_options(c, preset(field, "create"), TRAIN_OPTIONS, TRAIN_FLAGS, note="for field avatars")
+    c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")
+    c.add_argument("--quiet", action="store_true", help="no progress output")
+    c.set_defaults(func=_cmd_create)
+
+    strategies = [k for k in field.presets if k != "create"]
+    ln = sub.add_parser("learn", help="add an appearance (outfit) to an avatar from as few as 5 images",
+                        description="Learn a new appearance from a capture and write a new version of the "
+                                    "avatar; past appearances are kept by generative replay and pose "
+                                    "distillation (strategy replay) unless another strategy is chosen. "
+                                    "Defaults shown are the replay strategy's; each strategy is a preset "
+                                    "(perennial/learn/field_method.py).")  # fmt: skip
+    ln.add_argument("avatar", help="avatar folder")
+    ln.add_argument("--capture", required=True, help="capture of the new appearance")
+    ln.add_argument("--name", help="appearance name (default: the capture's appearance)")
+    ln.add_argument("--strategy", default="replay", choices=strategies,
+                    help="replay (default), finetune (no replay: forgets), joint (needs the past captures: "
+                         "upper bound), shared-local (ablation: one tri-plane for all appearances)")  # fmt: skip
+    add_options(ln, preset(field, "replay"), [*TRAIN_OPTIONS, "distill.start", "replay.patch"],
+                {**TRAIN_FLAGS, "distill.start": "--distill-start"}, note="with replay")  # fmt: skip
+    ln.add_argument("--resume", action="store_true", help="continue an interrupted learn from its checkpoint")
+    ln.add_argument("--quiet", action="store_true", help="no progress output")
+    ln.set_defaults(func=_cmd_learn)
+
+    r = sub.add_parser("render", help="render an avatar for a capture's views or driven by a motion clip")
+    r.add_argument("avatar", help="avatar folder")
+    r.add_argument("--appearance", required=True, help="appearance (outfit) to render")
+    r.add_argument("--capture", help="render this capture's views (cameras and poses)")
+    r.add_argument("--split", default="test", choices=["test", "train", "all"], help="capture views to render (default: test)")
+    r.add_argument("--motion", help="drive the avatar with a .bvh or .npz clip")
+    r.add_argument("--camera", default="orbit", help="with --motion: orbit, front, side or back (default: orbit)")
+    r.add_argument("--size", type=int, default=256, help="with --motion: frame size, pixels, >= 8 (default: 256)")
+    r.add_argument("--fps", type=float, default=30.0, help="with --motion: frame rate, frames/s (default: 30)")
+    r.add_argument("--seconds", type=float, help="with --motion: only the first SECONDS")
+    r.add_argument("--out", required=True, help="OUT.mp4 / OUT.gif (video) or a folder (PNGs)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func=_cmd_render)
+
+    e = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of an avatar on a capture's test views")
+    e.add_argument("avatar", help="avatar folder")
+    e.add_argument("--capture", required=True, help="capture whose test views are compared")
+    e.add_argument("--appearance", help="appearance to render (default: the capture's)")
+    e.add_argument("--lpips", default="alex", help="LPIPS backbones, comma separated: alex,vgg (default: alex)")
+    e.add_argument("--max-views", type=int, help="use at most this many test views (evenly spread), >= 1")
+    e.add_argument("--json", help="write per-view and mean metrics to this JSON file")
+    e.add_argument("--quiet", action="store_true", help="no progress output")
+    e.set_defaults(func=_cmd_eval)
