@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from perennial.body.anny import AnnyTemplate, load_template
 from perennial.capture.capture import BodyParams, Capture
@@ -27,6 +26,7 @@ from perennial.capture.format import ViewData, write_capture
 from perennial.capture.outfit import Outfit, outfit_colours
 from perennial.errors import ConfigError
 from perennial.motion.procedural import MOTIONS, procedural_motion
+from perennial.progress import progress as progress_bar
 from perennial.render.camera import Camera
 from perennial.render.image import contact_sheet, downsample, save_png, to_uint8
 from perennial.render.raycast import WarpMeshCaster, render_hits
@@ -171,7 +171,7 @@ def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, pr
     cameras = ring_cameras(config.cameras, config.size, config.radius, config.fov_deg, target_z=0.85 * floor + 0.1)
     painter = BodyPainter(template, outfit, rest, config.supersample)
     views = []
-    bar = tqdm(total=config.cameras * config.frames, desc=f"synth {config.appearance}", unit="view", disable=not progress)
+    bar = progress_bar(total=config.cameras * config.frames, desc=f"synth {config.appearance}", unit="view", enabled=progress)
     for f in range(config.frames):
         for i, (name, cam) in enumerate(cameras.items()):
             rgb, mask = painter.render(posed[f], cam)
@@ -236,7 +236,7 @@ def render_clip_video(
     cams = camera_path(camera, clip.translation, size)
 
     def frames():
-        for f in tqdm(range(clip.num_frames), desc="rendering", unit="frame", disable=not progress):
+        for f in progress_bar(range(clip.num_frames), desc="rendering", unit="frame", enabled=progress):
             with torch.no_grad():
                 v = template(clip.rotvec[f : f + 1], clip.translation[f : f + 1]).vertices[0]
             yield painter.render(v, cams[f])[0]

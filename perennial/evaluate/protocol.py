@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
 
 from perennial.avatar.field.render import render_image
 from perennial.capture.capture import Capture, View
 from perennial.errors import PerennialError
 from perennial.evaluate.metrics import image_metrics
+from perennial.progress import progress as progress_bar
 from perennial.render.raycast import WarpMeshCaster
 
 GROUPS = ("novel_view", "novel_pose", "novel_both", "other")
@@ -66,7 +66,7 @@ def evaluate_avatar(
     groups = {v: view_group(capture, v) for v in views}
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     rows, times = [], []
-    for v in tqdm(views, desc=f"evaluating {appearance}", unit="view", disable=not progress):
+    for v in progress_bar(views, desc=f"evaluating {appearance}", unit="view", enabled=progress):
         rotvec, translation, _ = capture.body_params(v.frame)
         t0 = time.perf_counter()
         out = render_image(avatar, capture.cameras[v.camera], rotvec, translation, appearance, caster=caster)

@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from perennial.errors import OutputExistsError
 from perennial.motion.bank import CLIPS_DIR, INDEX_NAME, clip_file, write_index
 from perennial.motion.bonemap import BoneMap, resolve_bone_map
@@ -27,6 +25,7 @@ from perennial.motion.bvh import read_bvh
 from perennial.motion.clip import MotionClip, MotionFormatError
 from perennial.motion.rest import rest_info
 from perennial.motion.retarget import retarget
+from perennial.progress import progress as progress_bar
 
 __all__ = ["BankEntry", "BankReport", "import_bank"]
 
@@ -173,7 +172,7 @@ def import_bank(
             ``.npz``).
         out: the bank directory (created).
         fps: frame rate of every clip in the bank.
-        progress: show a tqdm progress bar (files, with the frame rate achieved).
+        progress: show progress (files, with the frame rate achieved).
         bone_map: for BVH files: :class:`BoneMap`, JSON bone-map path, or None (CMU).
         rest: Anny rest information or template (cached default when None).
         floor: floor placement, see :mod:`perennial.motion.retarget`.
@@ -203,7 +202,7 @@ def import_bank(
     clips_dir.mkdir(parents=True, exist_ok=True)
     report = BankReport(out=str(out), fps=float(fps), setup_seconds=time.perf_counter() - t0)
     used: set[str] = set()
-    bar = tqdm(files, desc="importing motion", unit="file", disable=not progress)
+    bar = progress_bar(files, desc="importing motion", unit="file", enabled=progress)
     t_files = time.perf_counter()
     try:
         for f in bar:
