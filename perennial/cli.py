@@ -43,9 +43,9 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from perennial.demo import run_demo
+    from perennial.demo import DemoConfig, run_demo
 
-    run_demo(a.out, steps=a.steps, learn_steps=a.learn_steps)
+    run_demo(a.out, override(DemoConfig(), options_given(a)))
     return 0
 
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     from perennial.cli_motion import add_motion_commands
     from perennial.cli_store import add_store_commands
     from perennial.cli_train import add_train_commands
+    from perennial.demo import DemoConfig
 
     p = argparse.ArgumentParser(
         prog="perennial",
@@ -116,8 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     d = sub.add_parser("demo", help="show the system on synthetic data (minutes on a laptop CPU)")
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    d.add_argument("--steps", type=int, default=2500, help="training steps of the avatar (default: 2500)")
-    d.add_argument("--learn-steps", type=int, default=1500, help="steps to learn the second outfit (default: 1500, as in bench continual)")
+    add_options(d, DemoConfig(), ["steps", "learn_steps", "size"])
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="measure and print performance figures",

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,7 +38,21 @@ def side_by_side(avatar, capture, views, appearance: str) -> list:
     return tiles
 
 
-def run_demo(out: str | Path, steps: int = 2500, learn_steps: int = 1500, size: int = 192) -> dict:
+@dataclass(kw_only=True)
+class DemoConfig:
+    """What the demo trains."""
+
+    steps: int = 2500
+    """Training steps of the avatar on the first outfit (~4 min on 2 cores)."""
+    learn_steps: int = 1500
+    """Steps to learn the second outfit from 5 images (as in bench continual)."""
+    size: int = 192
+    """Image size of the synthetic captures and the video, pixels."""
+
+
+def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
+    c = config or DemoConfig()
+    steps, learn_steps, size = c.steps, c.learn_steps, c.size
     from perennial.learn.continual import learn_appearance
 
     out = Path(out)

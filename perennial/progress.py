@@ -26,12 +26,16 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
         unit: name of one unit, for the rate.
         initial: units already done (a resumed run).
         enabled: False shows nothing.
-        leave: keep the finished bar on a terminal.
+        leave: keep the finished bar on a terminal; a transient one (False) writes no lines
+            into a log.
     """
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     if enabled and not sys.stderr.isatty():
-        return _Lines(iterable, total, desc, unit, initial)
+        if not leave:
+            enabled = False
+        else:
+            return _Lines(iterable, total, desc, unit, initial)
     return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=not enabled,
                 leave=leave, dynamic_ncols=True)  # fmt: skip
 

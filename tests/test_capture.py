@@ -203,7 +203,7 @@ def test_writer_refuses_non_empty_root_unless_overwrite(cap_dir: Path) -> None:
 
 
 def test_writer_leaves_nothing_when_interrupted(tmp_path: Path, monkeypatch) -> None:
-    from perennial.capture import format as fmt
+    from perennial.capture import writer as fmt
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -30,3 +30,9 @@ def test_disabled_prints_nothing(capsys):
     for _ in progress(range(10), enabled=False):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_transient_progress_writes_nothing_into_a_log(capsys):
+    for _ in progress(range(10), desc="decoding", leave=False):
+        pass
+    assert capsys.readouterr().err == ""

@@ -10,15 +10,9 @@ Typical use::
 """
 
 from perennial.capture.capture import SPLITS, BodyParams, Capture, CaptureError, View
-from perennial.capture.format import (
-    FORMAT,
-    KNOWN_TEMPLATES,
-    PHENOTYPE_NAMES,
-    VERSION,
-    ViewData,
-    read_capture,
-    write_capture,
-)
+from perennial.capture.format import FORMAT, VERSION, read_capture
+from perennial.capture.validate import KNOWN_TEMPLATES, PHENOTYPE_NAMES
+from perennial.capture.writer import ViewData, write_capture
 
 __all__ = [
     "FORMAT",

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from perennial.body.anny import AnnyTemplate, load_template
 from perennial.capture.capture import BodyParams, Capture
-from perennial.capture.format import ViewData, write_capture
 from perennial.capture.outfit import Outfit, outfit_colours
+from perennial.capture.writer import ViewData, write_capture
 from perennial.errors import ConfigError
 from perennial.motion.procedural import MOTIONS, procedural_motion
 from perennial.progress import progress as progress_bar

@@ -49,7 +49,7 @@ class RenderConfig:
 
     samples: int = 6
     """Samples per ray in the shell around the first hit when rendering images (training
-    uses ``TrainConfig.samples``, jittered). On held-out views of the synthetic benchmark,
+    uses ``FieldTrainConfig.samples``, jittered). On held-out views of the synthetic benchmark,
     against 16 samples, two avatars: 8 cost 0.03-0.05 dB, 6 cost 0.11-0.15 dB and render
     2-2.5x faster (``perennial bench speed --avatar AV --capture CAP``)."""
     margin: float = 0.06
