@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from perennial.errors import PerennialError
+from perennial.errors import ConfigError, PerennialError
+
+
+def check_rate(fps: float, seconds: float | None = None, size: int | None = None) -> None:
+    """Range checks of the options of commands that play a motion."""
+    if not 0 < fps <= 1000:
+        raise ConfigError(f"--fps must be in (0, 1000] frames/s, got {fps:g}")
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"--seconds must be positive, got {seconds:g}")
+    if size is not None and not 8 <= size <= 4096:
+        raise ConfigError(f"--size must be 8 to 4096 pixels, got {size}")
 
 
 def _cmd_motion_import(a: argparse.Namespace) -> int:
     from perennial.motion.bank import load_bank, save_bank_npz
     from perennial.motion.bank_import import import_bank
 
+    check_rate(a.fps)
     out = Path(a.out)
     as_npz = out.suffix.lower() == ".npz"
     if as_npz and out.exists() and not a.overwrite:
@@ -29,6 +40,7 @@ def _cmd_motion_render(a: argparse.Namespace) -> int:
     from perennial.capture.synth import render_clip_video
     from perennial.motion.load import load_motion
 
+    check_rate(a.fps, a.seconds, a.size)
     clip = load_motion(a.clip, fps=a.fps)
     if a.seconds:
         clip = clip.slice(0, min(clip.num_frames, round(a.seconds * clip.fps)))

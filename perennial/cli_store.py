@@ -48,6 +48,8 @@ def _cmd_prune(a: argparse.Namespace) -> int:
 
     res = prune(_store(a), a.keep)
     deleted = f"deleted versions {res['deleted']}" if res["deleted"] else "no versions deleted"
+    if res["orphans"]:
+        deleted += f"; deleted versions {res['orphans']}, written by updates killed before they became current"
     left = f"; removed {len(res['leftovers'])} leftovers of interrupted writes" if res["leftovers"] else ""
     print(f"{a.avatar}: {deleted}; kept {res['kept']}{left}")
     return 0
@@ -80,7 +82,9 @@ def add_store_commands(sub) -> None:
     p = sub.add_parser(
         "prune", help="delete old versions (never the current one) and leftovers of interrupted writes",
         description="Delete all versions of AVATAR but the newest K; the current version is always "
-                    "kept, even when it is older. Also removes temporary files that an interrupted "
+                    "kept, even when it is older. Versions that never became current (an update was "
+                    "killed between writing and switching) are deleted first. Also removes temporary "
+                    "files that an interrupted "
                     "create/learn left. Runs under the avatar's writer lock; each version is renamed "
                     "away atomically before it is deleted, so an interrupted prune never leaves a "
                     "half version.",

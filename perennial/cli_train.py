@@ -8,11 +8,13 @@ of ``EngineConfig.steps`` and its default the preset's value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
+from perennial.cli_motion import check_rate
 from perennial.config import add_options, find_field, options_given, override
 from perennial.errors import ConfigError
 
@@ -75,6 +77,17 @@ def _cmd_learn(a: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def naming_the_file(path):
+    """An operating-system error (disk full, read-only) while writing ``path`` names ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
 def _check_device(device: str) -> None:
     if device != "cpu":
         raise ConfigError(f"--device {device}: only 'cpu' is supported by this version")
@@ -104,7 +117,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     print(format_table(res))
     print(f"render: {res['render_ms_median']:.0f} ms per view (median)")
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+        with naming_the_file(a.json):
+            Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0
 
 
@@ -117,8 +131,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
 
     if (a.capture is None) == (a.motion is None):
         raise ConfigError("give exactly one of --capture DIR or --motion CLIP")
-    if a.size < 8:
-        raise ConfigError(f"--size must be at least 8 pixels, got {a.size}")
+    check_rate(a.fps, a.seconds, a.size)
     avatar, _ = _load(a, a.appearance)
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     jobs = []  # (name, camera, rotvec, translation)
@@ -151,11 +164,12 @@ def _cmd_render(a: argparse.Namespace) -> int:
                 save_png(out / f"{name}.png", img)
             yield img
 
-    if video:
-        write_video(out, frames(), fps=fps)
-    else:
-        for _ in frames():
-            pass
+    with naming_the_file(out):
+        if video:
+            write_video(out, frames(), fps=fps)
+        else:
+            for _ in frames():
+                pass
     print(f"wrote {out} ({len(jobs)} frames)")
     return 0
 

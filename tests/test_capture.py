@@ -333,7 +333,17 @@ def test_camera_nan_or_inf(cap_dir: Path, key: str, bad: float) -> None:
 
 def test_camera_size_not_finite_or_not_integer(cap_dir: Path) -> None:
     _edit_json(cap_dir, lambda d: d["cameras"]["cam00"].update(width=24.5))
-    _raises(cap_dir, r"capture\.json: cameras\.cam00\.width must be an integer >= 1, got 24\.5")
+    _raises(cap_dir, r"capture\.json: cameras\.cam00\.width must be an integer >= 8, got 24\.5")
+    _edit_json(cap_dir, lambda d: d["cameras"]["cam00"].update(width=1, height=1))  # 1x1 pixels teach nothing
+    _raises(cap_dir, r"capture\.json: cameras\.cam00\.width must be an integer >= 8, got 1")
+
+
+def test_appearance_name_follows_the_rule(cap_dir: Path) -> None:
+    for bad in ("../../etc", "a/b", "two\nlines", " padded", "x" * 65):
+        _edit_json(cap_dir, lambda d, bad=bad: d.update(appearance=bad))
+        _raises(cap_dir, "capture\\.json: appearance .* breaks the name rule")
+    _edit_json(cap_dir, lambda d: d.update(appearance="outfit.v2 (summer)"))
+    assert read_capture(cap_dir).appearance == "outfit.v2 (summer)"
 
 
 def test_frame_time_nan(cap_dir: Path) -> None:
@@ -534,6 +544,10 @@ def test_bones_not_a_string_array_or_pickled(cap_dir: Path) -> None:
     _raises(cap_dir, r"body\.npz: bones must be a 1-D unicode string array")
     _edit_npz(cap_dir, bones=np.array(list(bone_names("anny")), dtype=object))
     _raises(cap_dir, r"body\.npz: cannot be read without pickles")
+    import pickle
+
+    (cap_dir / "body.npz").write_bytes(pickle.dumps({"bones": 1}))  # not a zip at all: said so
+    _raises(cap_dir, r"body\.npz: not a \.npz file")
 
 
 def test_unknown_npz_field(cap_dir: Path) -> None:

@@ -57,4 +57,5 @@ def test_motion_import_cli(tmp_path):
     bad = tmp_path / "bad.bvh"
     bad.write_text("HIERARCHY\nROOT Hips\n{\n")
     r = run("motion", "import", str(bad), "--out", str(tmp_path / "bank.npz"), "--quiet")
-    assert r.returncode == 1 and "bad.bvh" in r.stdout and "skipped" in r.stdout
+    assert r.returncode == 2 and "nothing imported, no bank written" in r.stderr and "bad.bvh" in r.stderr
+    assert "Traceback" not in r.stderr and list(tmp_path.iterdir()) == [bad]  # no empty bank, no leftovers

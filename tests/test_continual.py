@@ -53,12 +53,12 @@ def test_learn_adds_an_appearance(tmp_path, captures, base_avatar, template, str
     assert replay["outfit-b"]["rotvec"].shape == (1, 104, 3)
     res = evaluate_avatar(avatar, b, lpips_nets=("alex",), progress=False)
     assert res["mean"]["psnr"] > 20.0  # the new outfit was learned (an untrained field is ~14 dB here)
-    tp = avatar.field.appearances
+    tp = {n: avatar.field.appearance(n) for n in avatar.appearance_names}
     shared = tp["outfit-a"].triplane.table.data_ptr() == tp["outfit-b"].triplane.table.data_ptr()
     assert shared == (strategy == "shared-local")
     AvatarStore(path).switch(1)  # the previous version is untouched
     old, _, _ = load_field_avatar(AvatarStore(path), template=template)
-    assert list(old.field.appearances) == ["outfit-a"]
+    assert old.appearance_names == ["outfit-a"]
 
 
 def test_learn_refuses_bad_requests(tmp_path, captures, base_avatar, template):

@@ -227,9 +227,9 @@ def test_appearances_do_not_share_storage_gradients():
     field = CanonicalField(SMALL, ["a", "b"])
     sigma, rgb = field(torch.rand(50, 3) * 2 - 1, "a")
     (sigma.sum() + rgb.sum()).backward()
-    b = field.appearances["b"]
+    b = field.appearance("b")
     assert all(p.grad is None for p in b.parameters())
-    assert field.appearances["a"].triplane.table.grad.abs().sum() > 0
+    assert field.appearance("a").triplane.table.grad.abs().sum() > 0
 
 
 def test_field_autocast_modes_agree():

@@ -93,7 +93,7 @@ def write_second_version(path, template, bump=0.3):
     store = AvatarStore(path)
     avatar, version, replay = load_field_avatar(store, template=template)
     with torch.no_grad():
-        for p in avatar.field.appearances["outfit-a"].parameters():
+        for p in avatar.field.appearance("outfit-a").parameters():
             p.add_(bump)
     entry = {"action": "learn", "appearance": "outfit-a", "strategy": "finetune", "seconds": 1.0}
     metrics = {"train": {"train_psnr_body": 11.5, "steps_run": 3}, "eval": {"outfit-a": {"psnr": 12.25}}}
@@ -146,7 +146,7 @@ def test_history_rollback_prune(tmp_path, made, cap, template, capsys):
     rc, out, _ = cli(capsys, "prune", av, "--keep", 1)
     assert rc == 0 and "deleted versions [1]" in out and "removed 2 leftovers" in out
     assert store.version_numbers() == [2] and store.current_number() == 2
-    assert sorted(p.name for p in av.iterdir()) == ["avatar.json", "current", "lock", "versions"]
+    assert sorted(p.name for p in av.iterdir()) == ["avatar.json", "current", "lock", "switches", "versions"]
     assert [p.name for p in (av / "versions").iterdir()] == ["2"]
     assert render(capsys, av, cap, tmp_path / "after") == v2
     rc, _, err = cli(capsys, "prune", av, "--keep", 0)
@@ -319,31 +319,37 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
             write_second_version(av, template)
     assert snapshot(av) == before
 
-    # create: disk full on avatar.json leaves no avatar and no temporary file
+    # create: disk full on avatar.json, or on the version, leaves no avatar folder
     new = tmp_path / "new"
     with monkeypatch.context() as m:
         m.setattr("perennial.avatar.store._write_file", disk_full)
         rc, _, err = cli(capsys, "create", new, "--capture", cap, *STEPS)
     assert rc == 2 and f"{new / 'avatar.json'}: cannot write (No space left on device)" in err
-    assert sorted(p.name for p in new.iterdir()) == ["lock", "versions"] and not AvatarStore(new).exists()
-    # ... and the retry is not blocked by what is left; disk full on the version write changes nothing
+    assert not new.exists()
     real = store_module._write_file
+    new.mkdir()  # an empty folder that was there before is left as it was
     with monkeypatch.context() as m:
         m.setattr("perennial.avatar.store._write_file",
-                  lambda p, d: real(p, d) if p.name.startswith(".avatar.json") else disk_full(p, d))  # fmt: skip
+                  lambda p, d: real(p, d) if p.name.startswith(".avatar.json") or p.name == "switches" else disk_full(p, d))  # fmt: skip
         rc, _, err = cli(capsys, "create", new, "--capture", cap, *STEPS)
     assert rc == 2 and f"{new / 'versions' / '1'}: cannot write (No space left on device)" in err
-    half = snapshot(new)
-    assert "avatar.json" in half and not any(k.startswith("versions/") for k in half)
-    # disk full while writing a checkpoint: a clear error, the previous checkpoint stays
+    assert list(new.iterdir()) == []
+    # disk full while writing a checkpoint of a resumed create: a clear error, the previous checkpoint stays
     cfg = preset("field", "create", steps=12, rays_per_step=64, checkpoint_every=5)
-    real_save, calls = safetensors.torch.save_file, []
+    from perennial.learn import engine
 
-    def second_fails(tensors, path, *args, **kw):  # the second checkpoint finds the disk full
-        calls.append(path)
-        if len(calls) > 1:
-            raise OSError(28, "No space left on device")
-        return real_save(tensors, path, *args, **kw)
+    real_ckpt = engine.save_checkpoint
+
+    def stop_after_first(*args, **kw):
+        real_ckpt(*args, **kw)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "save_checkpoint", stop_after_first)
+        with pytest.raises(KeyboardInterrupt):
+            create_avatar(new, read_capture(cap), cfg, progress=False, template=template)
+    def second_fails(tensors, path, *args, **kw):  # the next checkpoint (step 10) finds the disk full
+        raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
         m.setattr("safetensors.torch.save_file", second_fails)

@@ -10,12 +10,20 @@ from perennial.avatar.store import AvatarBusy, AvatarError, AvatarStore
 BODY = {"template": "anny", "rig": "anny", "phenotype": {"height": 0.5}}
 
 
+def state(name):
+    """The fields every version's state.json has (see perennial.avatar.schema)."""
+    cam = {"K": [[30, 0, 16], [0, 30, 16], [0, 0, 1]], "R": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "t": [0, 0, 3],
+           "width": 32, "height": 32}  # fmt: skip
+    record = {"name": name, "capture": {"path": "/cap", "sha256": "0" * 64}, "cameras": {"c": cam}, "frames": [0]}
+    return {"appearances": [record], "history_entry": {"action": "learn", "appearance": name}}
+
+
 def make(tmp_path, versions=2):
     s = AvatarStore(tmp_path / "av")
     with s.lock():
         s.initialise(BODY, "field")
         for i in range(versions):
-            s.write_version({"w": torch.full((3, 2), float(i))}, {"appearances": [f"a{i}"]}, {"psnr": 20.0 + i})
+            s.write_version({"w": torch.full((3, 2), float(i))}, state(f"a{i}"), {"psnr": 20.0 + i})
     return s
 
 
@@ -38,13 +46,14 @@ def test_versions_switch_and_load(tmp_path):
     s = make(tmp_path)
     assert s.version_numbers() == [1, 2] and s.current_number() == 2
     v = s.version()
-    assert v.state["appearances"] == ["a1"] and v.metrics["psnr"] == 21.0
+    assert v.state["appearances"][0]["name"] == "a1" and v.metrics["psnr"] == 21.0
+    assert v.state["parent"] == 1 and v.state["schema"] == 2
     assert torch.equal(s.load_weights(v, expected())["w"], torch.ones(3, 2))
     s.switch(1)  # rollback keeps later versions
     assert s.current_number() == 1 and s.version_numbers() == [1, 2]
-    assert s.prune(keep=1) == []  # version 1 is current, version 2 is newest
+    assert s.prune(keep=1) == ([], [])  # version 1 is current, version 2 is newest
     s.switch(2)
-    assert s.prune(keep=1) == [1] and s.version_numbers() == [2]
+    assert s.prune(keep=1) == ([1], []) and s.version_numbers() == [2]
 
 
 def test_bad_weights_are_refused(tmp_path):
@@ -63,10 +72,14 @@ def test_bad_weights_are_refused(tmp_path):
         s.load_weights(v, {"w": ((4, 2), torch.float32)})
     with pytest.raises(AvatarError, match="names differ"):
         s.load_weights(v, {"w": ((3, 2), torch.float32), "b": ((1,), torch.float32)})
-    # a file with a wrong checksum record but valid tensors of the wrong dtype
-    v.state.pop("weights_sha256")
     with pytest.raises(AvatarError, match="expected \\(3, 2\\) torch.float16"):
         s.load_weights(v, {"w": ((3, 2), torch.float16)})
+    # deleting the checksum does not turn verification off: the version is refused
+    doc = json.loads((v.path / "state.json").read_text())
+    del doc["weights_sha256"]
+    (v.path / "state.json").write_text(json.dumps(doc))
+    with pytest.raises(AvatarError, match="state.json: weights_sha256: missing"):
+        s.version()
 
 
 def test_unknown_schema_version(tmp_path):
@@ -108,6 +121,6 @@ def test_failed_write_changes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr("perennial.avatar.store._write_file", disk_full)
     with pytest.raises(OSError, match="No space"), s.lock():
-        s.write_version({"w": torch.zeros(3, 2)}, {}, {})
+        s.write_version({"w": torch.zeros(3, 2)}, state("x"), {})
     assert snapshot(s.root) == before
     assert not list((s.root / "versions").glob(".tmp-*"))

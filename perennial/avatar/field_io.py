@@ -65,18 +65,19 @@ def save_field_avatar(
     switch: bool = True,
 ) -> Version:
     """Write the avatar as a new version and make it current unless ``switch`` is False (call inside ``store.lock()``)."""
-    apps = avatar.field.appearances
+    field = avatar.field
     owners: dict[int, str] = {}
     appearances = [dict(a) for a in appearances]
     for a in appearances:  # a tri-plane read by several appearances (shared-local) is stored once per reader
-        owner = owners.setdefault(id(apps[a["name"]].triplane), a["name"])
+        a["key"] = field.keys[a["name"]]
+        owner = owners.setdefault(id(field.appearance(a["name"]).triplane), a["name"])
         a.pop("triplane_of", None)
         if owner != a["name"]:
             a["triplane_of"] = owner
     tensors = dict(avatar.state_dict())
     for name, t in replay.items():
         for k, v in t.items():
-            tensors[f"replay.{name}.{k}"] = v.float()
+            tensors[f"replay.{field.keys[name]}.{k}"] = v.float()
     state = {
         "method": METHOD,
         "field_config": dataclasses.asdict(avatar.config),
@@ -101,38 +102,37 @@ def load_field_avatar(
         raise AvatarError(f"{store.meta_path}: method {meta['method']!r} is not {METHOD!r}")
     version = store.version(number)
     st = version.state
-    for key in ("field_config", "render_config", "appearances"):
-        if key not in st:
-            raise AvatarError(f"{version.path / 'state.json'}: field {key!r} is missing")
-    try:
-        fcfg = FieldConfig(**st["field_config"])
-        rcfg = RenderConfig(**{**st["render_config"], "background": tuple(st["render_config"]["background"])})
-    except (TypeError, ValueError) as e:
-        raise AvatarError(f"{version.path / 'state.json'}: bad config ({e})") from None
+    where = version.path / "state.json"
+    for key in ("field_config", "render_config"):
+        if not isinstance(st.get(key), dict):
+            raise AvatarError(f"{where}: {key}: missing or not an object")
     if template is None:
         from perennial.body.anny import load_template
 
-        template = load_template(meta["body"].get("template", "anny"))
-    names = [a["name"] for a in st["appearances"]]
-    avatar = FieldAvatar(template, st.get("phenotype") or meta["body"].get("phenotype"), names, fcfg, rcfg)
-    apps = avatar.field.appearances
-    for a in st["appearances"]:  # shared-local avatars: one tri-plane read by several appearances
-        owner = a.get("triplane_of")
-        if owner is not None:
-            if owner not in apps:
-                raise AvatarError(f"{version.path / 'state.json'}: appearance {a['name']!r} shares the tri-plane of unknown {owner!r}")
-            apps[a["name"]].triplane = apps[owner].triplane
+        template = load_template(meta["body"]["template"])
+    records = st["appearances"]
+    names = [a["name"] for a in records]
+    keys = [a.get("key", a["name"]) for a in records]  # state.json schema 1: the name was the key
+    if any(not k or "." in k for k in keys):
+        raise AvatarError(f"{where}: appearances: keys {keys} must be non-empty and without '.'")
+    try:
+        fcfg = FieldConfig(**st["field_config"])
+        rcfg = RenderConfig(**{**st["render_config"], "background": tuple(st["render_config"].get("background", (0, 0, 0)))})
+        avatar = FieldAvatar(template, st.get("phenotype") or meta["body"].get("phenotype"), names, fcfg, rcfg, keys)
+    except (TypeError, ValueError) as e:  # a config of the wrong shape or type; ConfigError is a ValueError
+        raise AvatarError(f"{where}: field_config / render_config / phenotype: {e}") from None
+    for a in records:  # shared-local avatars: one tri-plane read by several appearances
+        if "triplane_of" in a:
+            avatar.field.appearance(a["name"]).triplane = avatar.field.appearance(a["triplane_of"]).triplane
     expected = {k: (tuple(v.shape), v.dtype) for k, v in avatar.state_dict().items()}
     J = template.num_bones
-    for a in st["appearances"]:
+    for a, key in zip(records, keys):
         F = len(a["frames"])
-        expected[f"replay.{a['name']}.rotvec"] = ((F, J, 3), torch.float32)
-        expected[f"replay.{a['name']}.translation"] = ((F, 3), torch.float32)
+        expected[f"replay.{key}.rotvec"] = ((F, J, 3), torch.float32)
+        expected[f"replay.{key}.translation"] = ((F, 3), torch.float32)
     tensors = store.load_weights(version, expected)
     avatar.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("replay.")}, strict=True)
-    replay = {
-        a["name"]: {k: tensors[f"replay.{a['name']}.{k}"] for k in ("rotvec", "translation")}
-        for a in st["appearances"]
-    }
+    replay = {a["name"]: {k: tensors[f"replay.{key}.{k}"] for k in ("rotvec", "translation")}
+              for a, key in zip(records, keys)}  # fmt: skip
     avatar.eval()
     return avatar, version, replay

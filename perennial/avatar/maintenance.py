@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 from perennial.avatar.store import AvatarError, AvatarStore
-from perennial.util import sha256_file
 
 KEY_METRICS = ("psnr", "ssim", "lpips", "forget")
 """Substrings of metric names shown by :func:`format_history` (besides the training PSNR)."""
@@ -112,13 +111,10 @@ def format_history(rows: list[dict]) -> str:
 
 def _check_version(store: AvatarStore, n: int) -> None:
     """A version is complete: its JSON parses and its weights match the recorded SHA-256."""
-    v = store.version(n)
-    path = v.path / "weights.safetensors"
-    if not path.is_file():
-        raise AvatarError(f"{path}: missing; version {n} cannot be made current")
-    want = v.state.get("weights_sha256")
-    if want and sha256_file(path) != want:
-        raise AvatarError(f"{path}: checksum differs from state.json (truncated or edited); version {n} cannot be made current")
+    try:
+        store.verify_weights(store.version(n))
+    except AvatarError as e:
+        raise AvatarError(f"{e}; version {n} cannot be made current") from None
 
 
 def rollback(store: AvatarStore, to: int) -> tuple[int | None, int]:
@@ -146,12 +142,14 @@ def rollback(store: AvatarStore, to: int) -> tuple[int | None, int]:
 
 
 def prune(store: AvatarStore, keep: int) -> dict:
-    """Delete all but the newest ``keep`` versions (never the current one) and leftovers of interrupted writes.
+    """Delete versions that never became current, all but the newest ``keep`` others (never the
+    current one) and leftovers of interrupted writes.
 
     Takes the writer lock, so no update is in progress while it deletes.
 
     Returns:
-        ``{"deleted": [version numbers], "kept": [...], "leftovers": [paths removed]}``.
+        ``{"deleted": [old versions], "orphans": [versions that never became current],
+        "kept": [...], "leftovers": [paths removed]}``.
 
     Raises:
         AvatarError: ``keep`` < 1, or the avatar is missing or busy.
@@ -161,8 +159,9 @@ def prune(store: AvatarStore, keep: int) -> dict:
     store.meta()
     with store.lock():
         leftovers = store.clean_partial()
-        deleted = store.prune(keep)
-        return {"deleted": deleted, "kept": store.version_numbers(), "leftovers": [str(p) for p in leftovers]}
+        deleted, orphans = store.prune(keep)
+        return {"deleted": deleted, "orphans": orphans, "kept": store.version_numbers(),
+                "leftovers": [str(p) for p in leftovers]}  # fmt: skip
 
 
 def check_capture_for_avatar(store: AvatarStore, capture) -> None:

@@ -6,6 +6,7 @@ Layout::
       avatar.json                  identity: schema, body template + phenotype, method
       versions/<n>/weights.safetensors, state.json, metrics.json
       current -> versions/<n>      symlink, replaced atomically
+      switches                     every version ever made current, one number a line
       lock                         flock'ed by the one writer (released by the OS if it dies)
 
 ``avatar.json`` never changes after creation; everything that changes with an
@@ -14,8 +15,16 @@ update (appearances, history entry, checksums) lives in the version's
 renamed into place, and only then does ``current`` move, so an update that dies
 at any moment leaves the previous version current and loadable. Weights are
 safetensors (no pickle: opening an avatar runs no code), checked against the
-SHA-256 recorded in ``state.json`` and against the shapes and dtypes the caller
-expects.
+SHA-256 recorded in ``state.json`` (a missing checksum is an error) and against
+the shapes and dtypes the caller expects. The JSON files are checked field by
+field (:mod:`perennial.avatar.schema`), and nothing under the avatar folder is
+followed outside it (a ``versions/<n>`` that is a link to elsewhere is refused).
+
+A version that was written but never made current (the writer was killed
+between the two steps) is an *orphan*: ``learn --resume`` / ``create --resume``
+adopt it when it is what they were asked for (:meth:`AvatarStore.orphan`), and
+``prune`` removes the others. ``switches`` tells orphans from versions a
+rollback left behind.
 """
 
 from __future__ import annotations
@@ -35,15 +44,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from perennial.errors import PerennialError
+from perennial.avatar.schema import STATE_SCHEMA, AvatarError, check_meta, check_state
 from perennial.util import sha256_file
 
 SCHEMA = "perennial-avatar"
 SCHEMA_VERSION = 1
-
-
-class AvatarError(PerennialError):
-    """A problem with an avatar on disk; the message names the file and what is wrong."""
 
 
 class AvatarBusy(AvatarError):
@@ -134,10 +139,7 @@ class AvatarStore:
                 f"{self.meta_path}: version {doc.get('version')!r} is not supported "
                 f"(this perennial reads version {SCHEMA_VERSION})"
             )
-        for key in ("body", "method"):
-            if key not in doc:
-                raise AvatarError(f"{self.meta_path}: field {key!r} is missing")
-        return doc
+        return check_meta(doc, self.meta_path)
 
     def initialise(self, body: dict, method: str, extra: dict | None = None) -> None:
         """Create the folder and its ``avatar.json`` (refuses an existing avatar)."""
@@ -147,7 +149,7 @@ class AvatarStore:
             # what an initialise killed half-way leaves: the lock, an empty versions/, a temporary avatar.json
             for p in self.root.glob(".avatar.json.*"):
                 p.unlink()
-            left = [p.name for p in self.root.iterdir() if p.name != "lock"]
+            left = [p.name for p in self.root.iterdir() if p.name not in ("lock", "switches")]
             if left and not (left == ["versions"] and not any((self.root / "versions").iterdir())):
                 raise AvatarError(f"{self.root}: folder exists and is not empty")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -156,6 +158,7 @@ class AvatarStore:
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}  # fmt: skip
         tmp = self.root / f".avatar.json.{uuid.uuid4().hex[:8]}"
         try:
+            _write_file(self.root / "switches", b"")  # no version has been current yet
             _write_file(tmp, (json.dumps(doc, indent=1) + "\n").encode())
             os.replace(tmp, self.meta_path)
             _fsync_dir(self.root)
@@ -191,11 +194,19 @@ class AvatarStore:
             os.close(fd)
 
     # ------------------------------------------------------------------ versions
+    def _inside(self, path: Path) -> Path:
+        """``path`` itself, after checking that it resolves inside the avatar folder."""
+        real, root = os.path.realpath(path), os.path.realpath(self.root)
+        if real != root and not real.startswith(root + os.sep):
+            raise AvatarError(f"{path}: leads outside the avatar folder (to {real}); refused")
+        return path
+
     def version_numbers(self) -> list[int]:
         vdir = self.root / "versions"
         if not vdir.is_dir():
             return []
-        return sorted(int(p.name) for p in vdir.iterdir() if p.name.isdigit() and p.is_dir())
+        self._inside(vdir)
+        return sorted(int(p.name) for p in vdir.iterdir() if p.name.isdigit() and (p.is_dir() or p.is_symlink()))
 
     def current_number(self) -> int | None:
         """The current version number, or None for an avatar with no version yet."""
@@ -219,9 +230,14 @@ class AvatarStore:
         if n is None:
             raise AvatarError(f"{self.root}: the avatar has no complete version yet")
         path = self.root / "versions" / str(n)
+        if path.is_symlink():
+            raise AvatarError(f"{path}: is a link; a version is always a folder of its own (refused)")
         if not path.is_dir():
             raise AvatarError(f"{path}: no such version (have {self.version_numbers()})")
-        return Version(n, path, _read_json(path / "state.json"), _read_json(path / "metrics.json"))
+        self._inside(path)
+        files = {name: self._inside(path / name) for name in ("state.json", "metrics.json")}
+        return Version(n, path, check_state(_read_json(files["state.json"]), files["state.json"]),
+                       _read_json(files["metrics.json"]))  # fmt: skip
 
     def write_version(self, tensors: dict[str, Tensor], state: dict, metrics: dict, switch: bool = True) -> Version:
         """Write a complete new version and (by default) make it current.
@@ -240,7 +256,8 @@ class AvatarStore:
             # clone: safetensors refuses tensors that share memory (shared tri-planes do)
             blob = save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
             _write_file(tmp / "weights.safetensors", blob)
-            state = {**state, "weights_sha256": hashlib.sha256(blob).hexdigest(), "version": n,
+            state = {**state, "schema": STATE_SCHEMA, "weights_sha256": hashlib.sha256(blob).hexdigest(),
+                     "version": n, "parent": self.current_number(),
                      "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
             _write_file(tmp / "state.json", (json.dumps(state, indent=1) + "\n").encode())
             _write_file(tmp / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
@@ -257,12 +274,47 @@ class AvatarStore:
             self.switch(n)
         return self.version(n)
 
+    def been_current(self) -> set[int]:
+        """Every version that was ever made current (all of them for an avatar older than the
+        ``switches`` file: nothing is taken for an orphan that might not be one)."""
+        path = self.root / "switches"
+        if not path.exists():
+            return set(self.version_numbers())
+        return {int(w) for w in self._inside(path).read_text().split() if w.isdigit()}
+
+    def orphan(self, entry: dict) -> Version | None:
+        """The version a killed update wrote but did not make current, if it matches ``entry``.
+
+        It is the newest version, newer than the current one, written on top of the
+        current one (its ``parent``), and its history entry has the ``entry``'s items
+        (action, appearance, strategy). (A version that a rollback left behind can
+        match too: adopting it gives exactly what was asked for.)
+        """
+        nums, cur = self.version_numbers(), self.current_number()
+        if not nums or (cur is not None and nums[-1] <= cur):
+            return None
+        v = self.version(nums[-1])
+        made = v.state.get("history_entry", {})
+        if v.state.get("parent") != cur or any(made.get(k) != val for k, val in entry.items()):
+            return None
+        return v
+
     def switch(self, number: int) -> None:
-        """Make version ``number`` current (atomic symlink replacement)."""
+        """Make version ``number`` current (atomic symlink replacement).
+
+        The number is first appended to ``switches`` (fsync'ed), so a version that
+        was ever current is never taken for an orphan.
+        """
         if not (self.root / "versions" / str(number)).is_dir():
             raise AvatarError(f"{self.root}: no version {number} (have {self.version_numbers()})")
         tmp = self.root / f".current-{uuid.uuid4().hex[:8]}"
+        log = self.root / "switches"
         try:
+            seen = sorted(self.been_current() | {number})  # the first switch records the older versions too
+            with open(log, "a") as fh:
+                fh.write("".join(f"{n}\n" for n in seen) if fh.tell() == 0 else f"{number}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
             os.symlink(f"versions/{number}", tmp)
             os.replace(tmp, self.root / "current")
             _fsync_dir(self.root)
@@ -290,20 +342,43 @@ class AvatarStore:
             removed.append(p)
         return removed
 
-    def prune(self, keep: int) -> list[int]:
-        """Delete all but the newest ``keep`` versions; the current one is always kept."""
+    def prune(self, keep: int) -> tuple[list[int], list[int]]:
+        """Delete the versions that never became current, then all but the newest ``keep`` of the
+        others; the current one is always kept.
+
+        Returns:
+            (old versions deleted, orphans deleted).
+        """
         if keep < 1:
             raise AvatarError(f"{self.root}: --keep must be at least 1")
-        nums, cur = self.version_numbers(), self.current_number()
-        doomed = [n for n in nums[:-keep] if n != cur]
-        for n in doomed:
+        nums, cur, seen = self.version_numbers(), self.current_number(), self.been_current()
+        orphans = [n for n in nums if n != cur and n not in seen]
+        kept = [n for n in nums if n not in orphans]
+        doomed = [n for n in kept[:-keep] if n != cur]
+        for n in orphans + doomed:
             # renamed first (atomic), so that a prune killed half-way never leaves a half version
             gone = self.root / "versions" / f".tmp-del-{n}-{uuid.uuid4().hex[:8]}"
             os.rename(self.root / "versions" / str(n), gone)
-            shutil.rmtree(gone)
-        return doomed
+            if gone.is_symlink():  # a link planted in versions/: removed, never followed
+                gone.unlink()
+            else:
+                shutil.rmtree(gone)
+        return doomed, orphans
 
     # ------------------------------------------------------------------ weights
+    def verify_weights(self, version: Version) -> Path:
+        """The version's weights file, after checking it against its SHA-256 in ``state.json``.
+
+        Raises:
+            AvatarError: the file is missing, outside the avatar, truncated or edited.
+        """
+        path = self._inside(version.path / "weights.safetensors")
+        if not path.is_file():
+            raise AvatarError(f"{path}: missing")
+        if sha256_file(path) != version.state["weights_sha256"]:
+            raise AvatarError(f"{path}: checksum differs from state.json (the file was truncated or edited)")
+        return path
+
     def load_weights(self, version: Version, expected: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None) -> dict[str, Tensor]:
         """Load a version's tensors, strictly.
 
@@ -316,12 +391,7 @@ class AvatarStore:
             AvatarError: missing, truncated or edited file (checksum), or a tensor
                 whose name, shape or dtype differs from ``expected``.
         """
-        path = version.path / "weights.safetensors"
-        if not path.exists():
-            raise AvatarError(f"{path}: missing")
-        want = version.state.get("weights_sha256")
-        if want and sha256_file(path) != want:
-            raise AvatarError(f"{path}: checksum differs from state.json (the file was truncated or edited)")
+        path = self.verify_weights(version)
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

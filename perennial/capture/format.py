@@ -22,6 +22,8 @@ from pathlib import Path
 
 from perennial.capture import validate as v
 from perennial.capture.capture import Capture, CaptureError, check_png
+from perennial.errors import PerennialError
+from perennial.naming import check_name
 
 FORMAT = "perennial-capture"
 VERSION = 1
@@ -89,4 +91,8 @@ def _load_json(path: Path) -> dict:
         raise v.fail("version", f"{version!r} is unknown (this reader knows version {VERSION})")
     v.check_keys(doc, "", v.TOP_KEYS)
     v.string(doc["appearance"], "appearance")
+    try:
+        check_name(doc["appearance"], what="appearance", where="capture.json")
+    except PerennialError as e:
+        raise CaptureError(str(e)) from None
     return doc

@@ -26,6 +26,7 @@ from perennial.capture.outfit import Outfit, outfit_colours
 from perennial.capture.writer import ViewData, write_capture
 from perennial.errors import ConfigError
 from perennial.motion.procedural import MOTIONS, procedural_motion
+from perennial.naming import check_name
 from perennial.progress import progress as progress_bar
 from perennial.render.camera import Camera
 from perennial.render.image import contact_sheet, downsample, save_png, to_uint8
@@ -68,6 +69,22 @@ class SynthConfig:
     """Every n-th frame is held out on the training cameras; 0 holds out none."""
     phenotype: dict = field(default_factory=lambda: {k: 0.5 for k in ("gender", "age", "muscle", "weight", "height", "proportions")})  # fmt: skip
     """Anny phenotype values in [0, 1]."""
+
+    def __post_init__(self) -> None:
+        check_name(self.appearance, where="appearance")
+        for k, lo in (("cameras", 1), ("frames", 1), ("size", 8), ("supersample", 1)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{k} must be an integer >= {lo}, got {v!r}")
+        for k in ("radius", "fov_deg", "fps"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"{k} must be a positive number, got {v!r}")
+        if not 0 < self.fov_deg < 180:
+            raise ConfigError(f"fov_deg must be in (0, 180), got {self.fov_deg!r}")
+        for k in ("test_camera_every", "test_frame_every"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)!r}")
 
 
 def motion_frames(motion: str, frames: int, fps: float, floor: float) -> tuple[Tensor, Tensor]:
@@ -158,8 +175,6 @@ class BodyPainter:
 
 def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, progress: bool = True) -> Capture:
     """Render a synthetic capture to ``out`` (perennial-capture v1) and return it."""
-    if config.cameras < 1 or config.frames < 1 or config.size < 8:
-        raise ConfigError("need cameras >= 1, frames >= 1 and size >= 8")
     template = load_template("anny")
     outfit = Outfit.from_name(config.appearance, config.seed)
     with torch.no_grad():

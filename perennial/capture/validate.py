@@ -28,6 +28,8 @@ PHENOTYPE_NAMES = (
 )  # fmt: skip
 """Anny's phenotype parameters (each in [0, 1]); the first six are the defaults."""
 NUM_FACIAL_ACTIONS = 52
+MIN_IMAGE_SIZE = 8
+"""Smallest image width and height, pixels (SSIM's window is 7; smaller images teach nothing)."""
 ORTHONORMAL_TOL = 1e-4
 """Largest allowed ``max |R R^T - I|`` for a camera rotation."""
 TOP_KEYS = ("format", "version", "appearance", "body", "cameras", "frames", "views")
@@ -125,8 +127,8 @@ def cameras_of(doc: dict) -> list[tuple[str, Any]]:
 def parse_camera(cam: Any, where: str) -> Camera:
     """Validate one camera entry (pinhole, world-to-camera, OpenCV)."""
     check_keys(cam, where, ("width", "height", "K", "R", "t"))
-    width = integer(cam["width"], f"{where}.width", 1)
-    height = integer(cam["height"], f"{where}.height", 1)
+    width = integer(cam["width"], f"{where}.width", MIN_IMAGE_SIZE)
+    height = integer(cam["height"], f"{where}.height", MIN_IMAGE_SIZE)
     K = matrix(cam["K"], f"{where}.K", (3, 3))
     R = matrix(cam["R"], f"{where}.R", (3, 3))
     t = matrix(cam["t"], f"{where}.t", (3,))
@@ -198,6 +200,8 @@ def read_body(path: Path, rig: str, rig_bones: tuple[str, ...], frames: list[dic
     """Load and validate ``body.npz`` (plain arrays only, no pickles)."""
     if not path.is_file():
         raise CaptureError("body.npz: file is missing")
+    if not zipfile.is_zipfile(path):
+        raise CaptureError("body.npz: not a .npz file (a zip archive of .npy arrays, as numpy.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

@@ -270,7 +270,7 @@ def bench_speed(avatar_path: str | None = None, sizes=(256, 512), repeats: int =
         avatar, _, _ = load_field_avatar(AvatarStore(avatar_path), template=template)
     else:
         avatar = FieldAvatar(template, {}, ["a"])
-    name = next(iter(avatar.field.appearances))
+    name = avatar.appearance_names[0]
     rv, off = procedural_motion("walk", 8)
     rotvec, translation = rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87])  # widest stride
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)

@@ -90,14 +90,14 @@ def render_scaling(path: Path, counts=(1, 20), repeats: int = 7) -> dict:
     from perennial.util import median_ms
 
     avatar, _, _ = load_field_avatar(AvatarStore(path))
-    first = next(iter(avatar.field.appearances))
+    first = avatar.appearance_names[0]
     rv, off = procedural_motion("walk", 8)
     cam = Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.85], 256, 256, fov_deg=36.0)
     caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     out = {}
     for n in counts:
-        while len(avatar.field.appearances) < n:
-            avatar.field.add_appearance(f"extra-{len(avatar.field.appearances)}")
+        while len(avatar.appearance_names) < n:
+            avatar.field.add_appearance(f"extra-{len(avatar.appearance_names)}")
         out[f"render_ms_{n}_appearances"] = median_ms(
             lambda: render_image(avatar, cam, rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87]), first, caster=caster), repeats)
     return out

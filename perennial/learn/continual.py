@@ -20,6 +20,7 @@ from perennial.avatar.store import AvatarError, AvatarStore, Version
 from perennial.capture.capture import Capture
 from perennial.learn.engine import train
 from perennial.learn.methods import get_method, preset
+from perennial.naming import check_name
 
 
 def learn_appearance(
@@ -46,7 +47,9 @@ def learn_appearance(
 
     Checkpoints go to ``<path>/checkpoint`` every ``config.engine.checkpoint_every``
     steps and are removed once the version is written; the teacher of a resumed
-    learn is the current version, which an unfinished learn never changes.
+    learn is the current version, which an unfinished learn never changes. A
+    resumed learn that finds the version it was writing complete (killed before
+    the switch) makes it current instead of training again.
     """
     store = AvatarStore(path)
     m = get_method(store.meta()["method"])  # a clear error for a missing or unknown avatar first
@@ -55,8 +58,13 @@ def learn_appearance(
     with store.lock():
         store.clean_partial()  # leftovers of an update that was killed
         check_capture_for_avatar(store, capture)
+        name = check_name(name or capture.appearance, where="--name" if name else str(capture.root / "capture.json"))
+        done = store.orphan({"action": "learn", "appearance": name, "strategy": strategy}) if resume else None
+        if done is not None:  # killed after the version was written, before `current` moved: finish the switch
+            shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
+            store.switch(done.number)
+            return store.version(done.number)
         avatar, version, poses = m.load(store, template=template)
-        name = name or capture.appearance
         records = version.state["appearances"]
         if name in {r["name"] for r in records}:
             raise AvatarError(f"{store.root}: appearance {name!r} exists already (choose another --name)")

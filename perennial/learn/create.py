@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ def create_avatar(
         template: the body template (loaded from the capture's body when omitted).
 
     Holds the avatar's writer lock throughout. Checkpoints go to
-    ``<path>/checkpoint`` (removed once the version is written).
+    ``<path>/checkpoint`` (removed once the version is written). A create that
+    fails leaves the folder as it was before (none, if there was none); one that
+    is interrupted (Ctrl-C, a kill) keeps its checkpoint for ``resume``.
 
     Raises:
         AvatarError: an avatar with a version already exists at ``path``, or the
@@ -51,41 +54,70 @@ def create_avatar(
         raise AvatarError(f"{store.root}: an avatar exists already (use 'perennial learn' to add an appearance)")
     # every training PNG is decoded (and the capture hashed) before anything is written
     pixels, digest = capture.read_split("train", progress)
-    name = capture.appearance
+    before = set(os.listdir(store.root)) if store.root.is_dir() else None
     with store.lock():
         if store.exists():
-            if store.current_number() is not None:
-                raise AvatarError(f"{store.root}: an avatar exists already (use 'perennial learn' to add an appearance)")
-            if not resume:
-                raise AvatarError(f"{store.root}: an interrupted 'create' left this avatar; pass --resume to continue it")
-            check_capture_for_avatar(store, capture)
-            store.clean_partial()
-            done = store.version_numbers()
-            if done:  # killed after the version was written, before `current` moved: finish the switch
-                v = store.version(done[-1])
-                if [a.get("name") for a in v.state.get("appearances", [])] != [name]:
-                    raise AvatarError(f"{v.path / 'state.json'}: the interrupted create was of another appearance "
-                                      f"than {name!r}")  # fmt: skip
-                shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
-                store.switch(v.number)
-                return store.version()
-        else:
+            return _resume(store, capture, config, m, pixels, digest, resume, progress, template)
+        try:
             store.initialise(capture.body_info, m.name, {"created_from": str(Path(capture.root).resolve())})
-        if template is None:
-            from perennial.body.anny import load_template
+            return _train_and_write(store, capture, config, m, pixels, digest, False, progress, template)
+        except KeyboardInterrupt:
+            raise  # the checkpoint is kept for --resume
+        except BaseException:
+            _remove_what_was_made(store.root, before)  # a failed create leaves what was there before
+            raise
 
-            template = load_template(capture.body_info["template"])
-        avatar = m.new(template, capture, config)
-        groups, terms = m.prepare(avatar, name, capture, pixels, [], {}, config)
-        t0 = time.perf_counter()
-        result = train(avatar, groups, terms, config.loss_weights, config.engine, store.root / "checkpoint",
-                       tag={"action": "create", "appearance": name}, resume=resume, progress=progress,
-                       desc=f"training {name}")  # fmt: skip
-        record, poses = appearance_record(capture, digest)
-        entry = {"action": "create", "appearance": name, "strategy": "create", "method": m.name,
-                 "train": dataclasses.asdict(config), "seconds": time.perf_counter() - t0}  # fmt: skip
-        version = m.save(store, avatar, [record], {name: poses}, entry, {"train": result.as_dict()}, switch=False)
-        # the checkpoint goes before `current` moves: a kill in between is finished by --resume (above)
+
+def _resume(store, capture, config, m, pixels, digest, resume, progress, template) -> Version:
+    """Continue a create that was interrupted (Ctrl-C or a kill) from its checkpoint."""
+    name = capture.appearance
+    if store.current_number() is not None:
+        raise AvatarError(f"{store.root}: an avatar exists already (use 'perennial learn' to add an appearance)")
+    if not resume:
+        raise AvatarError(f"{store.root}: an interrupted 'create' left this avatar; pass --resume to continue it")
+    check_capture_for_avatar(store, capture)
+    store.clean_partial()
+    done = store.orphan({"action": "create", "appearance": name})
+    if done is not None:  # killed after the version was written, before `current` moved: finish the switch
         shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
-        store.switch(version.number)
-        return store.version(version.number)
+        store.switch(done.number)
+        return store.version()
+    if store.version_numbers():
+        raise AvatarError(f"{store.root / 'versions'}: the interrupted create wrote a version of another "
+                          f"appearance than {name!r}")  # fmt: skip
+    return _train_and_write(store, capture, config, m, pixels, digest, True, progress, template)
+
+
+def _train_and_write(store, capture, config, m, pixels, digest, resume, progress, template) -> Version:
+    name = capture.appearance
+    if template is None:
+        from perennial.body.anny import load_template
+
+        template = load_template(capture.body_info["template"])
+    avatar = m.new(template, capture, config)
+    groups, terms = m.prepare(avatar, name, capture, pixels, [], {}, config)
+    t0 = time.perf_counter()
+    result = train(avatar, groups, terms, config.loss_weights, config.engine, store.root / "checkpoint",
+                   tag={"action": "create", "appearance": name}, resume=resume, progress=progress,
+                   desc=f"training {name}")  # fmt: skip
+    record, poses = appearance_record(capture, digest)
+    entry = {"action": "create", "appearance": name, "strategy": "create", "method": m.name,
+             "train": dataclasses.asdict(config), "seconds": time.perf_counter() - t0}  # fmt: skip
+    version = m.save(store, avatar, [record], {name: poses}, entry, {"train": result.as_dict()}, switch=False)
+    # the checkpoint goes before `current` moves: a kill in between is finished by --resume (above)
+    shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
+    store.switch(version.number)
+    return store.version(version.number)
+
+
+def _remove_what_was_made(root: Path, before: set[str] | None) -> None:
+    """Remove the avatar folder if this create made it, else the entries it added."""
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for name in set(os.listdir(root)) - before:
+        p = root / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

@@ -176,7 +176,7 @@ def plan(avatar: FieldAvatar, appearance: str, rays: TrainingRays, new_poses: to
         past: the appearances learned before (empty for create).
         config: the preset, possibly changed by the user.
     """
-    own = list(avatar.field.appearances[appearance].parameters())
+    own = list(avatar.field.appearance(appearance).parameters())
     own_ids = {id(p) for p in own}
     groups = {
         "appearance": (own, config.lr["appearance"]),

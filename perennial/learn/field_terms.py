@@ -167,7 +167,7 @@ class TriplaneTV:
     losses = ("tv",)
 
     def __init__(self, avatar: FieldAvatar, appearance: str) -> None:
-        self.triplane = avatar.field.appearances[appearance].triplane
+        self.triplane = avatar.field.appearance(appearance).triplane
 
     def init_state(self, seed: int) -> State:
         return {}

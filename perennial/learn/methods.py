@@ -80,11 +80,10 @@ class FieldMethod:
             past.poses = poses
             if config.joint is not None:
                 past.sources = _joint_sources(records, config)
-        apps = avatar.field.appearances
-        if name not in apps:
+        if name not in avatar.appearance_names:
             app = avatar.field.add_appearance(name)
             if config.share_triplane:
-                app.triplane = apps[records[0].get("triplane_of", records[0]["name"])].triplane
+                app.triplane = avatar.field.appearance(records[0].get("triplane_of", records[0]["name"])).triplane
         rays = fm.training_rays(capture, pixels, config)
         rows = [capture.frame_row(f) for f in sorted({v.view.frame for v in pixels})]
         return fm.plan(avatar, name, rays, capture.body.rotvec[rows], past, config)

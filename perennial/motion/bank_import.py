@@ -6,19 +6,22 @@ clips, resamples each to the bank's rate and writes the bank
 
 A file that cannot be imported (malformed BVH, unknown type, a bone map that
 does not fit, ...) is skipped and listed with its reason; nothing is skipped
-silently. An interrupted import (Ctrl-C) still writes the index of the clips
-completed so far, with ``"complete": false``.
+silently. The bank is written beside its destination and moved into place when
+complete: an import that is interrupted, fails, or imports nothing leaves the
+destination as it was.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perennial.errors import OutputExistsError
+from perennial.errors import OutputExistsError, PerennialError
 from perennial.motion.bank import CLIPS_DIR, INDEX_NAME, clip_file, write_index
 from perennial.motion.bonemap import BoneMap, resolve_bone_map
 from perennial.motion.bvh import read_bvh
@@ -182,24 +185,26 @@ def import_bank(
         A :class:`BankReport` (also stored in ``bank.json``).
 
     Raises:
-        OutputExistsError: (a FileExistsError) ``out`` already holds a bank and ``overwrite`` is False.
+        OutputExistsError: (a FileExistsError) ``out`` already holds a bank and ``overwrite`` is False,
+            or is something else.
+        PerennialError: no file could be imported (nothing is written).
         RetargetError: the bone map itself is malformed.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out = Path(out)
     if (out / INDEX_NAME).exists() and not overwrite:
-        raise OutputExistsError(
-            f"{out}: a motion bank exists already (pass overwrite=True to replace it)"
-        )
+        raise OutputExistsError(f"{out}: a motion bank exists already (pass --overwrite to replace it)")
+    if out.exists() and not (out / INDEX_NAME).exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"{out}: exists and is not a motion bank; choose another --out")
     t0 = time.perf_counter()
     bmap = resolve_bone_map(bone_map)
     rest = rest_info(rest)
     files = _collect(list(paths))
-    clips_dir = out / CLIPS_DIR
-    if overwrite and clips_dir.exists():
-        shutil.rmtree(clips_dir)
-    clips_dir.mkdir(parents=True, exist_ok=True)
+    # written beside the bank and moved into place at the end: an import that fails or is
+    # interrupted leaves the old bank (or nothing) as it was
+    work = out.parent / f".{out.name}.importing-{uuid.uuid4().hex[:8]}"
+    (work / CLIPS_DIR).mkdir(parents=True)
     report = BankReport(out=str(out), fps=float(fps), setup_seconds=time.perf_counter() - t0)
     used: set[str] = set()
     bar = progress_bar(files, desc="importing motion", unit="file", enabled=progress)
@@ -207,22 +212,25 @@ def import_bank(
     try:
         for f in bar:
             t1 = time.perf_counter()
-            entry = _import_one(f, out, fps, bmap, rest, floor, used)
+            entry = _import_one(f, work, fps, bmap, rest, floor, used)
             entry.seconds = time.perf_counter() - t1
             report.entries.append(entry)
             report.seconds = time.perf_counter() - t_files
-            bar.set_postfix(
-                frames=report.frames_in,
-                rate=f"{report.frames_per_second:.0f} frames/s",
-                refresh=False,
-            )
-    except KeyboardInterrupt:
-        report.complete = False
-        raise
-    finally:
+            bar.set_postfix(frames=report.frames_in, rate=f"{report.frames_per_second:.0f} frames/s", refresh=False)
         bar.close()
         report.seconds = time.perf_counter() - t_files
-        _write_index(out, report)
+        if not report.imported:
+            why = "; ".join(f"{e.source}: {e.reason}" for e in report.skipped[:3]) or "no .bvh or .npz file found"
+            raise PerennialError(f"{out}: nothing imported, no bank written ({why})")
+        _write_index(work, report)
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        if out.exists():
+            os.rename(out, old)
+        os.rename(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        bar.close()
+        shutil.rmtree(work, ignore_errors=True)
     return report
 
 

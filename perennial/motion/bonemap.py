@@ -66,6 +66,12 @@ EVAL_BONES: tuple[str, ...] = tuple(
 (hips, knees, ankles, shoulders, elbows, wrists, head)."""
 
 
+def _listed(names: list[str], most: int = 30) -> str:
+    """Names joined by commas, at most ``most`` of them and how many more."""
+    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 class RetargetError(PerennialError):
     """A bone map that is malformed or does not fit a source skeleton."""
 
@@ -181,7 +187,7 @@ class BoneMap:
         if missing:
             raise RetargetError(
                 f"{bvh.path}: bone map {self.name!r} needs joints missing from the file: "
-                f"{', '.join(missing)} (the file has: {', '.join(bvh.names)})"
+                f"{_listed(missing)} (the file has: {_listed(bvh.names)})"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from perennial.errors import PerennialError
 
-__all__ = ["BVH", "BVHError", "BVHJoint", "parse_bvh", "read_bvh"]
+__all__ = ["FRAME_TIME_RANGE", "MAX_JOINTS", "BVH", "BVHError", "BVHJoint", "parse_bvh", "read_bvh"]
 
 _CHANNELS = ("Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation")
 
@@ -178,74 +178,102 @@ def _expect_open(src: _Lines, toks: list[str], line: int, owner: str) -> None:
         raise src.error(f"expected '{{' after {owner}, got {' '.join(toks)!r}", line)
 
 
-def _parse_joint(
-    src: _Lines, joints: list[BVHJoint], parent: int, name: str, ncols: list[int], head_line: int
-) -> None:
-    """Parse the body of a ROOT/JOINT block whose header was already read."""
-    owner = f"joint {name!r}"
-    if any(j.name == name for j in joints):
-        raise src.error(f"duplicate joint name {name!r}", head_line)
-    index = len(joints)
-    joint = BVHJoint(name, parent, np.zeros(3), (), ncols[0])
-    joints.append(joint)
-    ends: list[np.ndarray] = []
-    seen_offset = seen_channels = False
-    while True:
+MAX_JOINTS = 10_000
+"""Joints a BVH may have; real skeletons have up to a few hundred."""
+FRAME_TIME_RANGE = (1e-4, 10.0)
+"""Accepted seconds per frame (10 kHz down to one frame per 10 s)."""
+
+
+def _read_joint_header(src: _Lines, toks: list[str], line: int, what: str) -> str:
+    name = " ".join(t for t in toks[1:] if t != "{")
+    if not name:
+        raise src.error(f"{what} without a name", line)
+    _expect_open(src, [t for t in toks[1:] if t == "{"], line, f"joint {name!r}")
+    return name
+
+
+def _parse_channels(src: _Lines, toks: list[str], line: int, owner: str) -> tuple[str, ...]:
+    if len(toks) < 2 or not toks[1].isdigit():
+        raise src.error(f"CHANNELS of {owner} must start with a channel count", line)
+    n = int(toks[1])
+    names = tuple(toks[2:])
+    if len(names) != n:
+        raise src.error(f"CHANNELS of {owner} declares {n} channels but lists {len(names)}", line)
+    for ch in names:
+        if ch not in _CHANNELS:
+            raise src.error(f"unknown channel {ch!r} in {owner}; known: {', '.join(_CHANNELS)}", line)
+    if len(set(names)) != len(names):
+        raise src.error(f"repeated channel in {owner}", line)
+    return names
+
+
+def _parse_end_site(src: _Lines, toks: list[str], line: int, owner: str) -> np.ndarray:
+    _expect_open(src, toks[2:], line, "End Site")
+    line, toks = src.next("OFFSET of End Site")
+    if toks[0] != "OFFSET":
+        raise src.error(f"expected OFFSET in End Site of {owner}, got {toks[0]!r}", line)
+    offset = _floats(src, line, toks[1:], 3, f"End Site OFFSET of {owner}")
+    line, toks = src.next("'}' closing End Site")
+    if toks != ["}"]:
+        raise src.error(f"expected '}}' closing End Site of {owner}, got {' '.join(toks)!r}", line)
+    return offset
+
+
+def _parse_hierarchy(src: _Lines, root: str, root_line: int) -> tuple[list[BVHJoint], int]:
+    """The joints of the ROOT block whose header was read, in file order, and the channel count.
+
+    Iterative (a stack of open joints) and linear in the file: any nesting depth
+    and joint count up to :data:`MAX_JOINTS`.
+    """
+    joints: list[BVHJoint] = []
+    names: set[str] = set()
+    ends: dict[int, list[np.ndarray]] = {}
+    seen: dict[int, set[str]] = {}
+    heads: dict[int, int] = {}
+    ncols = 0
+
+    def open_joint(name: str, parent: int, line: int) -> int:
+        if name in names:
+            raise src.error(f"duplicate joint name {name!r}", line)
+        if len(joints) >= MAX_JOINTS:
+            raise src.error(f"more than {MAX_JOINTS} joints; not a skeleton this reader accepts", line)
+        names.add(name)
+        joints.append(BVHJoint(name, parent, np.zeros(3), (), ncols))
+        index = len(joints) - 1
+        ends[index], seen[index], heads[index] = [], set(), line
+        return index
+
+    stack = [open_joint(root, -1, root_line)]
+    while stack:
+        index = stack[-1]
+        joint = joints[index]
+        owner = f"joint {joint.name!r}"
         line, toks = src.next(f"'}}' closing {owner}")
         key = toks[0]
         if key == "}":
             if len(toks) > 1:
                 raise src.error(f"unexpected {' '.join(toks[1:])!r} after '}}'", line)
-            break
-        if key == "OFFSET":
-            if seen_offset:
-                raise src.error(f"second OFFSET in {owner}", line)
-            joint.offset = _floats(src, line, toks[1:], 3, f"OFFSET of {owner}")
-            seen_offset = True
-        elif key == "CHANNELS":
-            if seen_channels:
-                raise src.error(f"second CHANNELS in {owner}", line)
-            if len(toks) < 2 or not toks[1].isdigit():
-                raise src.error(f"CHANNELS of {owner} must start with a channel count", line)
-            n = int(toks[1])
-            names = tuple(toks[2:])
-            if len(names) != n:
-                raise src.error(
-                    f"CHANNELS of {owner} declares {n} channels but lists {len(names)}", line
-                )
-            for ch in names:
-                if ch not in _CHANNELS:
-                    raise src.error(
-                        f"unknown channel {ch!r} in {owner}; known: {', '.join(_CHANNELS)}", line
-                    )
-            if len(set(names)) != len(names):
-                raise src.error(f"repeated channel in {owner}", line)
-            joint.channels = names
-            joint.channel_start = ncols[0]
-            ncols[0] += n
-            seen_channels = True
+            if "OFFSET" not in seen[index]:
+                raise src.error(f"{owner} has no OFFSET", heads[index])
+            joint.end_sites = np.stack(ends[index]) if ends[index] else np.zeros((0, 3))
+            stack.pop()
+        elif key in ("OFFSET", "CHANNELS"):
+            if key in seen[index]:
+                raise src.error(f"second {key} in {owner}", line)
+            seen[index].add(key)
+            if key == "OFFSET":
+                joint.offset = _floats(src, line, toks[1:], 3, f"OFFSET of {owner}")
+            else:
+                joint.channels = _parse_channels(src, toks, line, owner)
+                joint.channel_start = ncols
+                ncols += len(joint.channels)
         elif key == "JOINT":
-            child = " ".join(t for t in toks[1:] if t != "{")
-            if not child:
-                raise src.error("JOINT without a name", line)
-            _expect_open(src, [t for t in toks[1:] if t == "{"], line, f"joint {child!r}")
-            _parse_joint(src, joints, index, child, ncols, line)
+            stack.append(open_joint(_read_joint_header(src, toks, line, "JOINT"), index, line))
         elif key == "End" and len(toks) >= 2 and toks[1] == "Site":
-            _expect_open(src, toks[2:], line, "End Site")
-            line, toks = src.next("OFFSET of End Site")
-            if toks[0] != "OFFSET":
-                raise src.error(f"expected OFFSET in End Site of {owner}, got {toks[0]!r}", line)
-            ends.append(_floats(src, line, toks[1:], 3, f"End Site OFFSET of {owner}"))
-            line, toks = src.next("'}' closing End Site")
-            if toks != ["}"]:
-                raise src.error(
-                    f"expected '}}' closing End Site of {owner}, got {' '.join(toks)!r}", line
-                )
+            ends[index].append(_parse_end_site(src, toks, line, owner))
         else:
             raise src.error(f"unexpected {key!r} in {owner}", line)
-    if not seen_offset:
-        raise src.error(f"{owner} has no OFFSET", head_line)
-    joint.end_sites = np.stack(ends) if ends else np.zeros((0, 3))
+    return joints, ncols
 
 
 def parse_bvh(text: str, path: str | Path = "<string>") -> BVH:
@@ -274,13 +302,7 @@ def parse_bvh(text: str, path: str | Path = "<string>") -> BVH:
     line, toks = head.next("ROOT")
     if toks[0] != "ROOT":
         raise head.error(f"expected ROOT, got {toks[0]!r}", line)
-    name = " ".join(t for t in toks[1:] if t != "{")
-    if not name:
-        raise head.error("ROOT without a name", line)
-    _expect_open(head, [t for t in toks[1:] if t == "{"], line, f"joint {name!r}")
-    joints: list[BVHJoint] = []
-    ncols = [0]
-    _parse_joint(head, joints, -1, name, ncols, line)
+    joints, ncols = _parse_hierarchy(head, _read_joint_header(head, toks, line, "ROOT"), line)
     while head.i < len(head.lines):
         head.i += 1
         rest = head.lines[head.i - 1].split()
@@ -290,7 +312,7 @@ def parse_bvh(text: str, path: str | Path = "<string>") -> BVH:
             raise head.error(f"unexpected {rest[0]!r} after the hierarchy", head.i)
     if motion_at is None:
         raise BVHError(path, len(lines), "no MOTION section")
-    return BVH(joints, *_parse_motion(path, lines, motion_at, ncols[0]), path=path)
+    return BVH(joints, *_parse_motion(path, lines, motion_at, ncols), path=path)
 
 
 def _parse_motion(path: str, lines: list[str], at: int, ncols: int) -> tuple[float, np.ndarray]:
@@ -315,15 +337,16 @@ def _parse_motion(path: str, lines: list[str], at: int, ncols: int) -> tuple[flo
         frames = int(val)
     except ValueError:
         raise BVHError(path, ln, f"bad frame count {val!r}") from None
-    if frames < 0:
-        raise BVHError(path, ln, f"negative frame count {frames}")
+    if frames < 1:
+        raise BVHError(path, ln, f"'Frames: {frames}': a motion needs at least one frame")
     ln, val = header("Frame Time:")
     try:
         frame_time = float(val)
     except ValueError:
         raise BVHError(path, ln, f"bad frame time {val!r}") from None
-    if not (math.isfinite(frame_time) and frame_time > 0):
-        raise BVHError(path, ln, f"frame time must be a positive number of seconds, got {val!r}")
+    lo, hi = FRAME_TIME_RANGE
+    if not (math.isfinite(frame_time) and lo <= frame_time <= hi):
+        raise BVHError(path, ln, f"frame time must be between {lo:g} and {hi:g} seconds, got {val!r}")
     rows: list[list[str]] = []
     numbers: list[int] = []
     for k in range(i, len(lines)):

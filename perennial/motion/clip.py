@@ -76,6 +76,12 @@ class MotionClip:
             raise ValueError(f"translation must be ({F}, 3), got {tuple(self.translation.shape)}")
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if F < 1:
+            raise MotionFormatError(f"{self.source or 'motion clip'}: has no frames")
+        bad = ~(torch.isfinite(self.rotvec).all(-1).all(-1) & torch.isfinite(self.translation).all(-1))
+        if bad.any():
+            raise MotionFormatError(f"{self.source or 'motion clip'}: frame {int(bad.nonzero()[0, 0])} "
+                                    "holds NaN or infinite values")  # fmt: skip
 
     @property
     def num_frames(self) -> int:

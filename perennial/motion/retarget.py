@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from perennial.body.rig import ANNY_BONES, ANNY_PARENTS
-from perennial.motion.bonemap import BoneMap, resolve_bone_map
+from perennial.motion.bonemap import BoneMap, RetargetError, resolve_bone_map
 from perennial.motion.bvh import BVH
 from perennial.motion.clip import MotionClip, quat_to_rotvec, rotmat_to_quat
 from perennial.motion.kinematics import forward_kinematics
@@ -176,6 +176,11 @@ def _torso_alignment(bvh: BVH, bmap: BoneMap, q: np.ndarray, C: np.ndarray) -> n
 
 def _plan(bvh: BVH, bmap: BoneMap, rest: AnnyRestInfo) -> _Plan:
     bmap.check(bvh)
+    mapped_src = [bvh.index(s) for s in bmap.bones.values()]
+    p0, _ = forward_kinematics(bvh, rest=True)
+    if len(mapped_src) > 1 and not np.ptp(p0[0, mapped_src], axis=0).max() > 1e-9:
+        raise RetargetError(f"{bvh.path}: the mapped joints all sit at one point in the rest pose (every OFFSET "
+                            "is zero?); there is no skeleton shape to retarget from")  # fmt: skip
     C = bmap.axes()
     names = {n: i for i, n in enumerate(bvh.names)}
     src_par = np.asarray(bvh.parents)

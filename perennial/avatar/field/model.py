@@ -122,12 +122,20 @@ def _linear_with_code(layer: nn.Linear, x: Tensor, code: Tensor) -> Tensor:
 class CanonicalField(nn.Module):
     """Shared MLP over canonical space plus per-appearance storage.
 
+    Appearances are stored in ``self.appearances``, an ``nn.ModuleDict`` keyed by an
+    internal *key* (``a0``, ``a1``, ... in the order they were added; avatars written
+    before keys existed use the name as key). Names are what users type and may
+    hold any character the name rule allows (``.`` included); only keys reach the
+    state dict, so no name has to be a valid module name.
+
     Args:
         config: the field's shape.
         appearances: names of the appearances to create.
+        keys: their internal keys (default: ``a0``, ``a1``, ...).
     """
 
-    def __init__(self, config: FieldConfig, appearances: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(self, config: FieldConfig, appearances: list[str] | tuple[str, ...] = (),
+                 keys: list[str] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.config = config
         c = config
@@ -141,25 +149,52 @@ class CanonicalField(nn.Module):
             nn.Linear(c.width + c.code_dim, c.width), nn.ReLU(inplace=True), nn.Linear(c.width, 3)
         )
         self.appearances = nn.ModuleDict()
-        for name in appearances:
-            self.add_appearance(name)
+        self.keys: dict[str, str] = {}
+        """Appearance name -> its key in :attr:`appearances`."""
+        for i, name in enumerate(appearances):
+            self.add_appearance(name, key=None if keys is None else keys[i])
 
-    def add_appearance(self, name: str, like: str | None = None) -> Appearance:
+    @property
+    def names(self) -> list[str]:
+        """Appearance names in the order they were added."""
+        return list(self.keys)
+
+    def appearance(self, name: str) -> Appearance:
+        """The storage of appearance ``name``.
+
+        Raises:
+            UnknownAppearanceError: no such appearance (the message lists the known names).
+        """
+        try:
+            return self.appearances[self.keys[name]]
+        except KeyError:
+            raise UnknownAppearanceError(name, self.keys) from None
+
+    def add_appearance(self, name: str, like: str | None = None, key: str | None = None) -> Appearance:
         """Create the storage of a new appearance.
 
         Args:
             name: its name (must be new).
             like: initialise it as a copy of this existing appearance (e.g. the
                 closest past outfit, for few-shot learning); fresh otherwise.
+            key: its internal key (default: the next free ``a<i>``).
         """
-        if name in self.appearances:
+        if name in self.keys:
             raise ValueError(f"appearance {name!r} already exists")
+        if key is None:
+            i = len(self.appearances)
+            while f"a{i}" in self.appearances:
+                i += 1
+            key = f"a{i}"
+        if key in self.appearances or not key or "." in key:
+            raise ValueError(f"appearance key {key!r} is taken or not a module name")
         app = Appearance(self.config)
         if like is not None:
-            app.load_state_dict(self.appearances[like].state_dict())
+            app.load_state_dict(self.appearance(like).state_dict())
         device = next(self.trunk.parameters()).device
-        self.appearances[name] = app.to(device)
-        return self.appearances[name]
+        self.appearances[key] = app.to(device)
+        self.keys[name] = key
+        return self.appearances[key]
 
     def forward(self, points: Tensor, appearance: str) -> tuple[Tensor, Tensor]:
         """Density and colour at canonical points.
@@ -172,9 +207,7 @@ class CanonicalField(nn.Module):
         Returns:
             sigma: (N,) float32 density, 1/metre; rgb: (N, 3) float32 in [0, 1].
         """
-        if appearance not in self.appearances:
-            raise UnknownAppearanceError(appearance, self.appearances)
-        app = self.appearances[appearance]
+        app = self.appearance(appearance)
         pe = positional_encoding(points, self.config.pe_frequencies)
         x = torch.cat([pe, app.triplane(points)], -1)  # (N, 3 + 6 L + 3 C)
         with autocast(self.config.autocast, points.device):
@@ -202,6 +235,7 @@ class FieldAvatar(nn.Module):
         config: field shape.
         render_config: sampling and compositing settings (its ``margin`` is the
             deformer's margin too).
+        keys: the appearances' internal keys (see :class:`CanonicalField`).
     """
 
     def __init__(
@@ -211,24 +245,25 @@ class FieldAvatar(nn.Module):
         appearances: list[str] | tuple[str, ...] = (),
         config: FieldConfig | None = None,
         render_config: RenderConfig | None = None,
+        keys: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.config = config or FieldConfig()
         self.render_config = render_config or RenderConfig()
         self.deformer = Deformer(template, phenotype, margin=self.render_config.margin)
         self.corrector = PoseCorrector(template.bone_names, width=self.config.pose_width)
-        self.field = CanonicalField(self.config, appearances)
+        self.field = CanonicalField(self.config, appearances, keys)
 
     @property
     def appearance_names(self) -> list[str]:
         """Names of the appearances the avatar holds, in the order they were added."""
-        return list(self.field.appearances)
+        return self.field.names
 
     def check_appearance(self, name: str, where: str = "") -> None:
         """Raise :class:`~perennial.errors.UnknownAppearanceError` (listing the known names) unless
         the avatar holds appearance ``name``; ``where`` (the avatar folder) starts the message."""
-        if name not in self.field.appearances:
-            raise UnknownAppearanceError(name, self.field.appearances, where)
+        if name not in self.field.keys:
+            raise UnknownAppearanceError(name, self.field.keys, where)
 
     def pose(self, rotvec: Tensor, translation: Tensor) -> PosedBody:
         """Pose the template for one frame with the pose corrector applied.

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from perennial.avatar.field.deformer import PosedBody
-from perennial.errors import ConfigError, UnknownAppearanceError
+from perennial.errors import ConfigError
 from perennial.render.camera import Camera
 from perennial.render.raycast import Hit, WarpMeshCaster
 
@@ -178,7 +178,7 @@ def render_rays(
         caster: a mesh caster for the template's topology.
         origins: (R, 3) world metres.
         dirs: (R, 3) unit directions, world.
-        appearance: appearance name (a key of ``avatar.field.appearances``).
+        appearance: appearance name (one of ``avatar.appearance_names``).
         config: sampling and compositing settings.
         jitter: stratified jitter (training).
         hit: optional precomputed :class:`~perennial.render.raycast.Hit` of these rays
@@ -325,8 +325,7 @@ def render_image(
         :class:`RenderOutput` with ``rgb`` (H, W, 3), ``alpha``, ``depth``, ``hit`` (H, W).
     """
     config = config or avatar.render_config
-    if appearance not in avatar.field.appearances:
-        raise UnknownAppearanceError(appearance, avatar.field.appearances)
+    avatar.check_appearance(appearance)
     H, W = camera.height, camera.width
     dev = camera.device
     rgb = torch.tensor(config.background, dtype=torch.float32, device=dev).expand(H * W, 3).clone()
