@@ -209,10 +209,11 @@ def test_field_shapes_ranges_and_appearance_slots():
     keys = set(field.state_dict())
     field.add_appearance("b", like="a")
     new = set(field.state_dict()) - keys
+    assert field.keys == {"a": "a0", "b": "a1"}  # state-dict keys never depend on the names
     assert new == {
-        "appearances.b.geometry_code",
-        "appearances.b.color_code",
-        "appearances.b.triplane.table",
+        "appearances.a1.geometry_code",
+        "appearances.a1.color_code",
+        "appearances.a1.triplane.table",
     }
     s_b, c_b = field(x, "b")
     assert torch.allclose(s_b, sigma) and torch.allclose(c_b, rgb)  # "like" copies the storage
