@@ -31,6 +31,7 @@ from perennial.evaluate.protocol import evaluate_avatar
 from perennial.learn.continual import learn_appearance
 from perennial.learn.create import create_avatar
 from perennial.learn.methods import preset
+from perennial.numerics import numeric_path
 
 # Outfits that differ in colour and pattern (checked with Outfit.from_name):
 # a: green striped top + solid shorts; h: orange checked top + checked trousers;
@@ -116,7 +117,8 @@ def run_continual_bench(out: str | Path, cfg: ContinualBenchConfig, progress: bo
     log(f"creating the avatar on {APPEARANCES[0]} ({cfg.create_steps} steps) ...")
     create_avatar(base, caps[0], preset("field", "create", steps=cfg.create_steps), progress=progress)
     base_row = _evaluate(base, caps, 0, cfg.max_test_views)
-    results: dict = {"config": cfg.__dict__ | {"strategies": list(cfg.strategies)}, "appearances": list(APPEARANCES), "strategies": {}}
+    results: dict = {"config": cfg.__dict__ | {"strategies": list(cfg.strategies)}, "appearances": list(APPEARANCES),
+                     "numeric_path": numeric_path(), "strategies": {}}  # fmt: skip
     for strategy in cfg.strategies:
         path = out / "avatars" / strategy
         if path.exists():
@@ -161,7 +163,8 @@ def format_summary(results: dict) -> str:
 
 def format_markdown(results: dict) -> str:
     apps = results["appearances"]
-    md = ["# perennial bench continual", "", "R[i][j]: PSNR (dB) / SSIM / LPIPS-alex on appearance j (columns) after learning appearance i (rows).", ""]
+    md = ["# perennial bench continual", "", f"Numeric path: {results.get('numeric_path', 'not recorded')}.", "",
+          "R[i][j]: PSNR (dB) / SSIM / LPIPS-alex on appearance j (columns) after learning appearance i (rows).", ""]  # fmt: skip
     for s, r in results["strategies"].items():
         md += [f"## {s}", "", "| after \\ on | " + " | ".join(apps) + " |", "|---" * (len(apps) + 1) + "|"]
         for i, row in enumerate(r["R"]):
