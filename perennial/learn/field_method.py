@@ -47,6 +47,13 @@ GROUPS = ("appearance", "shared", "pose")
 MLP and every other appearance; the pose corrector."""
 
 
+def _at_least(config, **minimum: int) -> None:
+    for k, lo in minimum.items():
+        v = getattr(config, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"{k} must be an integer >= {lo}, got {v!r}")
+
+
 @dataclass(kw_only=True)
 class ReplayConfig:
     """Generative replay of past appearances from a frozen copy of the previous version."""
@@ -56,6 +63,9 @@ class ReplayConfig:
     patch: int = 64
     """Side of a replayed patch, pixels."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, every=1, patch=8)
+
 
 @dataclass(kw_only=True)
 class JointConfig:
@@ -63,6 +73,9 @@ class JointConfig:
 
     every: int = 2
     """Use a batch of past images every n steps."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, every=1)
 
 
 @dataclass(kw_only=True)
@@ -110,11 +123,7 @@ class FieldTrainConfig:
     def __post_init__(self) -> None:
         if set(self.lr) != set(GROUPS):
             raise ConfigError(f"lr must name the groups {list(GROUPS)}, got {sorted(self.lr)}")
-        for k, v in [("rays_per_step", self.rays_per_step), ("samples", self.samples)]:
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{k} must be an integer >= 1, got {v!r}")
-        if self.box_dilation < 0:
-            raise ConfigError(f"box_dilation must be >= 0, got {self.box_dilation!r}")
+        _at_least(self, rays_per_step=1, samples=1, box_dilation=0)
         if self.replay is not None and self.joint is not None:
             raise ConfigError("replay and joint are alternatives: enable one")
 
