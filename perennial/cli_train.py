@@ -94,10 +94,9 @@ def _check_device(device: str) -> None:
 
 
 def _load(a: argparse.Namespace, appearance: str):
-    from perennial.avatar.field_io import load_field_avatar
-    from perennial.avatar.store import AvatarStore
+    from perennial.avatar.io import load_avatar
 
-    avatar, version, _ = load_field_avatar(AvatarStore(a.avatar))
+    avatar, version, _ = load_avatar(a.avatar)
     avatar.check_appearance(appearance, str(a.avatar))
     return avatar, version
 
@@ -123,26 +122,23 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
-    from perennial.avatar.field.render import render_image
     from perennial.progress import progress
     from perennial.render.image import save_png, to_uint8
-    from perennial.render.raycast import WarpMeshCaster
     from perennial.render.video import write_video
 
     if (a.capture is None) == (a.motion is None):
         raise ConfigError("give exactly one of --capture DIR or --motion CLIP")
     check_rate(a.fps, a.seconds, a.size)
     avatar, _ = _load(a, a.appearance)
-    caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
-    jobs = []  # (name, camera, rotvec, translation)
+    jobs = []  # (name, camera, rotvec, translation, facial actions)
     if a.capture:
         from perennial.capture import read_capture
 
         cap = read_capture(a.capture)
         views = cap.views if a.split == "all" else cap.views_of(a.split)
         for v in sorted(views, key=lambda v: (v.camera, v.frame)):
-            rv, tr, _ = cap.body_params(v.frame)
-            jobs.append((f"{v.camera}/{v.frame:06d}", cap.cameras[v.camera], rv, tr))
+            rv, tr, fa = cap.body_params(v.frame)
+            jobs.append((f"{v.camera}/{v.frame:06d}", cap.cameras[v.camera], rv, tr, fa))
         fps = 10.0
     else:
         from perennial.motion.load import load_motion
@@ -152,14 +148,14 @@ def _cmd_render(a: argparse.Namespace) -> int:
         if a.seconds:
             clip = clip.slice(0, min(clip.num_frames, round(a.seconds * clip.fps)))
         cams = camera_path(a.camera, clip.translation, a.size)
-        jobs = [(f"{f:06d}", cams[f], clip.rotvec[f], clip.translation[f]) for f in range(clip.num_frames)]
+        jobs = [(f"{f:06d}", cams[f], clip.rotvec[f], clip.translation[f], None) for f in range(clip.num_frames)]
         fps = clip.fps
     out = Path(a.out)
     video = out.suffix.lower() in (".mp4", ".gif")
 
     def frames():
-        for name, cam, rv, tr in progress(jobs, desc="rendering", unit="frame", enabled=not a.quiet):
-            img = to_uint8(render_image(avatar, cam, rv, tr, a.appearance, caster=caster).rgb)
+        for name, cam, rv, tr, fa in progress(jobs, desc="rendering", unit="frame", enabled=not a.quiet):
+            img = to_uint8(avatar.render_image(cam, rv, tr, a.appearance, fa).rgb)
             if not video:
                 save_png(out / f"{name}.png", img)
             yield img

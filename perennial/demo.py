@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-from perennial.avatar.field.render import render_image
-from perennial.avatar.field_io import load_field_avatar
-from perennial.avatar.store import AvatarStore
+from perennial.avatar.io import load_avatar
 from perennial.capture.synth import SynthConfig, synthesize, write_preview
 from perennial.evaluate.protocol import evaluate_avatar, format_table
 from perennial.learn.create import create_avatar
@@ -31,8 +29,8 @@ def side_by_side(avatar, capture, views, appearance: str) -> list:
     """Tiles (ground truth | render | 4x error) for the given views."""
     tiles = []
     for v in views:
-        rv, tr, _ = capture.body_params(v.frame)
-        out = render_image(avatar, capture.cameras[v.camera], rv, tr, appearance)
+        rv, tr, fa = capture.body_params(v.frame)
+        out = avatar.render_image(capture.cameras[v.camera], rv, tr, appearance, fa)
         gt = capture.load_image(v)
         tiles += [to_uint8(gt), to_uint8(out.rgb), to_uint8(((out.rgb - gt).abs() * 4).clamp(0, 1))]
     return tiles
@@ -71,7 +69,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     create_avatar(avatar_dir, cap, preset("field", "create", steps=steps))
     print(f"3/5 learning outfit-h from {len(cap_b.views_of('train'))} images ({learn_steps} steps, replay) ...")
     learn_appearance(avatar_dir, cap_b, "replay", preset("field", "replay", steps=learn_steps))
-    avatar, _, _ = load_field_avatar(AvatarStore(avatar_dir))
+    avatar, _, _ = load_avatar(avatar_dir)
     print("4/5 evaluating both outfits on held-out views ...")
     results = {}
     for c in (cap, cap_b):
@@ -103,7 +101,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
 
     def frames():
         for f in range(clip.num_frames):
-            pair = [to_uint8(render_image(avatar, cams[f], clip.rotvec[f], clip.translation[f], c.appearance).rgb)
+            pair = [to_uint8(avatar.render_image(cams[f], clip.rotvec[f], clip.translation[f], c.appearance).rgb)
                     for c in (cap, cap_b)]  # fmt: skip
             yield contact_sheet(pair, cols=2)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perennial.avatar.field_io import load_field_avatar
+from perennial.avatar.io import load_avatar
 from perennial.avatar.store import AvatarStore
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.evaluate.protocol import evaluate_avatar
@@ -70,7 +70,7 @@ def _captures(root: Path, cfg: ContinualBenchConfig) -> list:
 
 
 def _evaluate(path: Path, caps: list, upto: int, max_views: int) -> list[dict]:
-    avatar, _, _ = load_field_avatar(AvatarStore(path))
+    avatar, _, _ = load_avatar(path)
     rows = []
     for cap in caps[: upto + 1]:
         m = evaluate_avatar(avatar, cap, lpips_nets=("alex",), max_views=max_views, progress=False)["mean"]
@@ -84,23 +84,20 @@ def _weights_bytes(path: Path, n: int) -> int:
 
 def render_scaling(path: Path, counts=(1, 20), repeats: int = 7) -> dict:
     """Median render time of appearance 0 with ``counts`` appearances stored."""
-    from perennial.avatar.field.render import render_image
     from perennial.motion.procedural import procedural_motion
     from perennial.render.camera import Camera
-    from perennial.render.raycast import WarpMeshCaster
     from perennial.util import median_ms
 
-    avatar, _, _ = load_field_avatar(AvatarStore(path))
+    avatar, _, _ = load_avatar(path)
     first = avatar.appearance_names[0]
     rv, off = procedural_motion("walk", 8)
     cam = Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.85], 256, 256, fov_deg=36.0)
-    caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     out = {}
     for n in counts:
         while len(avatar.appearance_names) < n:
             avatar.field.add_appearance(f"extra-{len(avatar.appearance_names)}")
         out[f"render_ms_{n}_appearances"] = median_ms(
-            lambda: render_image(avatar, cam, rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87]), first, caster=caster), repeats)
+            lambda: avatar.render_image(cam, rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87]), first), repeats)
     return out
 
 

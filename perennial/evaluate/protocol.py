@@ -15,12 +15,10 @@ from collections.abc import Sequence
 
 import torch
 
-from perennial.avatar.field.render import render_image
 from perennial.capture.capture import Capture, View
 from perennial.errors import PerennialError
 from perennial.evaluate.metrics import image_metrics
 from perennial.progress import progress as progress_bar
-from perennial.render.raycast import WarpMeshCaster
 
 GROUPS = ("novel_view", "novel_pose", "novel_both", "other")
 
@@ -46,7 +44,7 @@ def evaluate_avatar(
     """Render every test view of ``capture`` and compare it with the ground truth.
 
     Args:
-        avatar: a field avatar.
+        avatar: an avatar of any method (``render_image``, see :mod:`perennial.avatar.io`).
         capture: the capture (its test views are used).
         appearance: appearance to render (default: the capture's).
         lpips_nets: LPIPS backbones ("alex", "vgg").
@@ -64,12 +62,11 @@ def evaluate_avatar(
     if max_views and len(views) > max_views:
         views = views[:: math.ceil(len(views) / max_views)]
     groups = {v: view_group(capture, v) for v in views}
-    caster = WarpMeshCaster(avatar.deformer.rest_vertices, avatar.deformer.faces)
     rows, times = [], []
     for v in progress_bar(views, desc=f"evaluating {appearance}", unit="view", enabled=progress):
-        rotvec, translation, _ = capture.body_params(v.frame)
+        rotvec, translation, facial = capture.body_params(v.frame)
         t0 = time.perf_counter()
-        out = render_image(avatar, capture.cameras[v.camera], rotvec, translation, appearance, caster=caster)
+        out = avatar.render_image(capture.cameras[v.camera], rotvec, translation, appearance, facial)
         times.append(time.perf_counter() - t0)
         gt = capture.load_image(v).permute(2, 0, 1)
         mask = capture.load_mask(v)

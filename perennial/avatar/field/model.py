@@ -253,6 +253,7 @@ class FieldAvatar(nn.Module):
         self.deformer = Deformer(template, phenotype, margin=self.render_config.margin)
         self.corrector = PoseCorrector(template.bone_names, width=self.config.pose_width)
         self.field = CanonicalField(self.config, appearances, keys)
+        self._caster = None  # the ray caster reused by render_image (not state: rebuilt on demand)
 
     @property
     def appearance_names(self) -> list[str]:
@@ -264,6 +265,26 @@ class FieldAvatar(nn.Module):
         the avatar holds appearance ``name``; ``where`` (the avatar folder) starts the message."""
         if name not in self.field.keys:
             raise UnknownAppearanceError(name, self.field.keys, where)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_caster"] = None  # a copy (e.g. the frozen teacher of a learn) builds its own caster
+        return state
+
+    def render_image(self, camera, rotvec: Tensor, translation: Tensor, appearance: str,
+                     facial_actions: Tensor | None = None, config: RenderConfig | None = None):  # fmt: skip
+        """Render one full image without gradients (the avatar protocol of :mod:`perennial.avatar`).
+
+        ``facial_actions`` are accepted and ignored: the field avatar models the body only.
+        Returns :class:`~perennial.avatar.field.render.RenderOutput` (``rgb`` (H, W, 3), ``alpha`` (H, W)).
+        """
+        from perennial.avatar.field.render import render_image
+
+        if self._caster is None:
+            from perennial.render.raycast import WarpMeshCaster
+
+            self._caster = WarpMeshCaster(self.deformer.rest_vertices, self.deformer.faces)
+        return render_image(self, camera, rotvec, translation, appearance, config, self._caster)
 
     def pose(self, rotvec: Tensor, translation: Tensor) -> PosedBody:
         """Pose the template for one frame with the pose corrector applied.
