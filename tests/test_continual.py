@@ -86,10 +86,11 @@ def test_learn_refuses_bad_requests(tmp_path, captures, base_avatar, template):
 def test_replay_patches_come_from_the_frozen_model(captures, base_avatar, template):
     from perennial.avatar.field_io import replay_cameras
     from perennial.learn.field_terms import Replay
+    from perennial.learn.replay import PastViews
 
     avatar, version, poses = load_field_avatar(AvatarStore(base_avatar), template=template)
     cams = {r["name"]: replay_cameras(r) for r in version.state["appearances"]}
-    rep = Replay(avatar, avatar, cams, poses, patch=16, samples=8, every=1)
+    rep = Replay(avatar, avatar, PastViews(cams, poses), patch=16, samples=8, every=1)
     name, rv, tr, o, d, rgb, alpha = rep.target(torch.Generator().manual_seed(0))
     assert name == "outfit-a" and o.shape == (256, 3) and rgb.shape == (256, 3)
     assert alpha.max() > 0.5  # the patch sits on the body

@@ -38,6 +38,7 @@ from perennial.learn.field_terms import (
     TrainingRays,
     TriplaneTV,
 )
+from perennial.learn.replay import PastViews
 from perennial.render.camera import Camera
 
 __all__ = ["PRESETS", "DistillConfig", "FieldTrainConfig", "JointConfig", "Past", "ReplayConfig", "plan", "training_rays"]
@@ -201,7 +202,8 @@ def plan(avatar: FieldAvatar, appearance: str, rays: TrainingRays, new_poses: to
         raise ConfigError("joint training needs the past appearances' captures: use it with 'learn'")
     if config.replay is not None:
         r = config.replay
-        terms.append(Replay(avatar, past.teacher, past.cameras, past.poses, r.patch, config.samples, r.every))
+        terms.append(Replay(avatar, past.teacher, PastViews(past.cameras, past.poses), r.patch, config.samples,
+                            r.every))  # fmt: skip
     if config.joint is not None:
         terms.append(JointReplay(avatar, past.sources, config.rays_per_step, config.samples, config.joint.every))
     if config.distill is not None:

@@ -27,6 +27,7 @@ from perennial.avatar.field.render import RenderConfig, render_rays
 from perennial.avatar.field.triplane_ops import table_to_planes
 from perennial.capture.capture import ViewPixels
 from perennial.learn.engine import generator_state
+from perennial.learn.replay import PastViews
 from perennial.render.camera import Camera
 from perennial.render.raycast import Hit, WarpMeshCaster
 
@@ -192,12 +193,9 @@ class Replay:
     name = "replay"
     losses = ("replay_rgb", "replay_mask")
 
-    def __init__(self, student: FieldAvatar, teacher: FieldAvatar, cameras: dict[str, dict[str, Camera]],
-                 poses: dict[str, dict[str, Tensor]], patch: int, samples: int, every: int) -> None:  # fmt: skip
-        self.student, self.teacher, self.patch, self.every = student, teacher, patch, every
-        self.names = sorted(cameras)
-        self.cameras = {n: list(c.values()) for n, c in cameras.items()}
-        self.poses = poses
+    def __init__(self, student: FieldAvatar, teacher: FieldAvatar, past: PastViews, patch: int, samples: int,
+                 every: int) -> None:  # fmt: skip
+        self.student, self.teacher, self.past, self.patch, self.every = student, teacher, past, patch, every
         self.cfg = dataclasses.replace(teacher.render_config, samples=samples)
         self.teacher_caster, self.caster = _caster(teacher), _caster(student)
 
@@ -206,11 +204,8 @@ class Replay:
 
     def target(self, g: torch.Generator):
         """(appearance, rotvec, translation, origins, dirs, rgb, alpha) of one teacher patch, or None."""
-        name = self.names[int(torch.randint(len(self.names), (1,), generator=g))]
-        i = int(torch.randint(self.poses[name]["rotvec"].shape[0], (1,), generator=g))
-        rotvec, translation = self.poses[name]["rotvec"][i], self.poses[name]["translation"][i]
-        cams = self.cameras[name]
-        cam = cams[int(torch.randint(len(cams), (1,), generator=g))]
+        view = self.past.draw(g)
+        name, rotvec, translation, cam = view.appearance, view.rotvec, view.translation, view.camera
         body = self.teacher.pose(rotvec, translation)
         self.teacher_caster.update(body.vertices)
         # a coarse grid finds the body; the patch is centred on a random body pixel
