@@ -64,19 +64,20 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def features(self, x: Tensor) -> list[Tensor]:
-        """The five ReLU feature maps of the backbone.
+    def features(self, x: Tensor, stages: int = 5) -> list[Tensor]:
+        """The first ``stages`` of the backbone's five ReLU feature maps.
 
         Args:
             x: (B, 3, H, W) images already scaled to [-1, 1] and normalised with
                 LPIPS's shift/scale.
+            stages: how many stages to run (1 to 5; fewer is cheaper).
 
         Returns:
-            Five tensors (B, C_l, H_l, W_l).
+            ``stages`` tensors (B, C_l, H_l, W_l).
         """
         kernel, stride = _POOL[self.net]
         out = []
-        for stage in PLAN[self.net]:
+        for stage in PLAN[self.net][:stages]:
             for op in stage:
                 if op == "P":
                     x = F.max_pool2d(x, kernel, stride)
@@ -85,12 +86,14 @@ class LPIPS(nn.Module):
             out.append(x)
         return out
 
-    def forward(self, pred: Tensor, gt: Tensor) -> Tensor:
+    def forward(self, pred: Tensor, gt: Tensor, stages: int = 5) -> Tensor:
         """LPIPS distance between two batches of images.
 
         Args:
             pred: (B, 3, H, W) or (3, H, W) RGB in [0, 1].
             gt: same shape as ``pred``.
+            stages: use the first ``stages`` layers only (5: the LPIPS metric; fewer: a
+                cheaper perceptual loss on the same features).
 
         Returns:
             (B,) distances, or a 0-d tensor for unbatched input; 0 for identical images.
@@ -113,7 +116,9 @@ class LPIPS(nn.Module):
         x = torch.cat([pred, gt]).to(dtype)
         x = (x * 2.0 - 1.0 - self.shift) / self.scale
         dist = x.new_zeros(batch)
-        for feat, weight in zip(self.features(x), self.heads):
+        if not 1 <= stages <= len(PLAN[self.net]):
+            raise ValueError(f"stages must be 1 to {len(PLAN[self.net])}, got {stages}")
+        for feat, weight in zip(self.features(x, stages), self.heads):
             feat = feat / (feat.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
             diff = (feat[:batch] - feat[batch:]).square()
             # d[b, h, w] = sum_c weight[c] * diff[b, c, h, w], then the mean over (h, w)
