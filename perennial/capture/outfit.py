@@ -1,6 +1,7 @@
 """Procedural outfits for synthetic captures.
 
-An outfit is a small seeded description (garments, colours, patterns). Colours
+An outfit is a small seeded description (garments, colours, patterns, and the
+fine detail of the face and hands, :mod:`perennial.capture.detail`). Colours
 are evaluated per surface point from the point's *rest-pose* position and body
 part, so patterns stick to the body when it moves.
 """
@@ -15,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
+
+from perennial.capture.detail import Detail
 
 PATTERNS = ("solid", "stripes", "checks", "dots", "noise")
 SLEEVES = ("none", "short", "long")
@@ -54,6 +57,8 @@ class Outfit:
         skin: RGB skin tone.
         hair: RGB hair colour.
         noise_seed: seed of the ``noise`` pattern.
+        extra: free-form notes (unused by the renderer).
+        detail: the face and hand detail, or None for none.
     """
 
     name: str
@@ -66,6 +71,7 @@ class Outfit:
     hair: tuple[float, float, float]
     noise_seed: int = 0
     extra: dict = field(default_factory=dict)
+    detail: Detail | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +90,7 @@ class Outfit:
             accent = tuple(round(1.0 - 0.8 * c, 4) for c in base) if rng.random() < 0.5 else colour()
             return Garment(base, rng.choice(PATTERNS), accent, round(rng.uniform(0.05, 0.12), 4))
 
-        return Outfit(
+        outfit = Outfit(
             name=name,
             sleeves=rng.choice(SLEEVES),
             top=garment(),
@@ -95,6 +101,9 @@ class Outfit:
             hair=rng.choice(_HAIR),
             noise_seed=rng.randrange(1 << 30),
         )
+        # drawn last, so that the garments above are those of outfits made before detail existed
+        outfit.detail = Detail.draw(rng, outfit.skin, outfit.hair)
+        return outfit
 
 
 def _pattern(g: Garment, p: Tensor, noise_seed: int) -> Tensor:
@@ -122,7 +131,7 @@ def _pattern(g: Garment, p: Tensor, noise_seed: int) -> Tensor:
 
 
 def outfit_colours(outfit: Outfit, rest: Tensor, part: Tensor, part_names: tuple[str, ...], head_top: float) -> Tensor:
-    """Albedo of surface points.
+    """Albedo of surface points (garments, shoes, hair and skin; no face or hand detail).
 
     Args:
         outfit: the look.
@@ -134,6 +143,17 @@ def outfit_colours(outfit: Outfit, rest: Tensor, part: Tensor, part_names: tuple
 
     Returns:
         (N, 3) RGB in [0, 1].
+    """
+    return outfit_albedo(outfit, rest, part, part_names, head_top)[0]
+
+
+def outfit_albedo(
+    outfit: Outfit, rest: Tensor, part: Tensor, part_names: tuple[str, ...], head_top: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`outfit_colours` and where the skin is bare.
+
+    Returns:
+        (N, 3) RGB in [0, 1], and (N,) bool: True where no garment, shoe or hair covers the skin.
     """
     P = {n: i for i, n in enumerate(part_names)}
 
@@ -169,4 +189,4 @@ def outfit_colours(outfit: Outfit, rest: Tensor, part: Tensor, part_names: tuple
             colour[sel] = _pattern(look, rest[sel], outfit.noise_seed)
     colour[shoes] = torch.tensor(outfit.shoes, dtype=rest.dtype)
     colour[hair] = torch.tensor(outfit.hair, dtype=rest.dtype)
-    return colour.clamp(0, 1)
+    return colour.clamp(0, 1), ~(top | bottom | shoes | hair)

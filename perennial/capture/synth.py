@@ -5,6 +5,11 @@ Lambert + ambient shaded with a world-fixed key light, anti-aliased by
 supersampling; masks are the exact coverage of the person (0 background, 255
 person, soft only along silhouette edges). Background is black.
 
+The face and fingers move too (:mod:`perennial.motion.face_hands`, seeded by
+``seed``): the 52 facial actions are written to ``body.npz``, the finger bones'
+rotations are part of ``rotvec``. Outfits paint eyes, brows, lips, a face style,
+nails, gloves, rings and watches (:mod:`perennial.capture.detail`).
+
 Split: cameras whose index ``i`` has ``i % test_camera_every == 1`` are held out
 (all their views are ``test``); on the other cameras, frames with
 ``f % test_frame_every == test_frame_every - 1`` are held out (novel poses).
@@ -22,9 +27,16 @@ from torch import Tensor
 
 from perennial.body.anny import AnnyTemplate, load_template
 from perennial.capture.capture import BodyParams, Capture
-from perennial.capture.outfit import Outfit, outfit_colours
+from perennial.capture.detail import DetailMaps, detail_colours
+from perennial.capture.outfit import Outfit, outfit_albedo
 from perennial.capture.writer import ViewData, write_capture
 from perennial.errors import ConfigError
+from perennial.motion.face_hands import (
+    facial_action_track,
+    finger_bone_indices,
+    finger_rotvecs,
+    hand_shape_track,
+)
 from perennial.motion.procedural import MOTIONS, procedural_motion
 from perennial.naming import check_name
 from perennial.progress import progress as progress_bar
@@ -54,7 +66,7 @@ class SynthConfig:
     motion: str = "mix"
     """Built-in motion (walk, wave, squat, turn, or mix: all four in turn) or a .bvh / .npz clip file."""
     seed: int = 0
-    """Seed of the outfit (same seed and appearance name: same capture)."""
+    """Seed of the outfit and of the face and finger animation (same seed and appearance name: same capture)."""
     supersample: int = 3
     """Anti-aliasing: rays per pixel along each axis."""
     radius: float = 3.0
@@ -67,6 +79,11 @@ class SynthConfig:
     """Every n-th camera is held out (``i % n == 1``); 0 holds out none."""
     test_frame_every: int = 5
     """Every n-th frame is held out on the training cameras; 0 holds out none."""
+    animate_face: bool = True
+    """Animate the 52 facial actions (seeded expressions, blinks, gaze); off: a neutral face (all 0)."""
+    animate_fingers: bool = True
+    """Animate the finger bones (seeded hand shapes: fist, open, pointing, ...); off: the motion's own
+    fingers. A clip file whose fingers already move keeps its finger motion either way."""
     phenotype: dict = field(default_factory=lambda: {k: 0.5 for k in ("gender", "age", "muscle", "weight", "height", "proportions")})  # fmt: skip
     """Anny phenotype values in [0, 1]."""
 
@@ -82,6 +99,9 @@ class SynthConfig:
                 raise ConfigError(f"{k} must be a positive number, got {v!r}")
         if not 0 < self.fov_deg < 180:
             raise ConfigError(f"fov_deg must be in (0, 180), got {self.fov_deg!r}")
+        for k in ("animate_face", "animate_fingers"):
+            if not isinstance(getattr(self, k), bool):
+                raise ConfigError(f"{k} must be true or false, got {getattr(self, k)!r}")
         for k in ("test_camera_every", "test_frame_every"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)!r}")
@@ -115,6 +135,36 @@ def motion_frames(motion: str, frames: int, fps: float, floor: float) -> tuple[T
     return rotvec, translation
 
 
+FINGER_BONES: tuple[int, ...] = tuple(b for side in "LR" for f in finger_bone_indices(side) for b in f)
+"""Bone ids of the 30 finger bones of the ``anny`` rig."""
+
+
+def face_and_fingers(
+    rotvec: Tensor, bone_poses: Tensor, config: SynthConfig
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Add the seeded face and finger animation to a motion.
+
+    Args:
+        rotvec: (F, J, 3) the motion's ``local-ref`` rotations.
+        bone_poses: (J, 4, 4) identity-pose bone poses of the capture's phenotype.
+        config: ``frames``, ``fps``, ``seed``, ``animate_face`` and ``animate_fingers``.
+
+    Returns:
+        rotvec (F, J, 3) with moving fingers (unless off, or the motion's fingers
+        already move), and facial actions (F, 52) in [0, 1] (zeros when off).
+    """
+    F = rotvec.shape[0]
+    fingers = list(FINGER_BONES)
+    if config.animate_fingers and float(rotvec[:, fingers].abs().max()) < 1e-3:
+        rotvec = rotvec.clone()
+        rotvec[:, fingers] = finger_rotvecs(hand_shape_track(F, config.fps, config.seed), bone_poses)[:, fingers]
+    if config.animate_face:
+        facial = facial_action_track(F, config.fps, config.seed)
+    else:
+        facial = torch.zeros(F, 52)
+    return rotvec, facial
+
+
 def ring_cameras(n: int, size: int, radius: float, fov_deg: float, target_z: float) -> dict[str, Camera]:
     """``n`` cameras around the Z axis on two rings, all looking at the body centre."""
     cams = {}
@@ -146,6 +196,7 @@ class BodyPainter:
         self.head_top = float(rest_vertices[:, 2].max())
         # a triangle's body part: the part of its first vertex (parts follow bones)
         self.face_part = template.part_labels[self.faces[:, 0]]
+        self.maps = DetailMaps(template) if outfit.detail is not None else None
         self.caster = WarpMeshCaster(rest_vertices, self.faces)
         lights = torch.tensor([KEY_LIGHT, FILL_LIGHT])
         self.lights = lights / lights.norm(dim=-1, keepdim=True)  # (2, 3)
@@ -161,7 +212,12 @@ class BodyPainter:
             face, bary = hit.face[m], hit.bary[m]
             tri = self.faces[face]
             rest = torch.einsum("nk,nkc->nc", bary, self.rest[tri])
-            albedo = outfit_colours(self.outfit, rest, self.face_part[face], self.template.part_names, self.head_top)
+            part = self.face_part[face]
+            albedo, bare = outfit_albedo(self.outfit, rest, part, self.template.part_names, self.head_top)
+            if self.maps is not None:
+                albedo = detail_colours(
+                    self.outfit.detail, self.maps, albedo, face, bary, part, self.template.part_names, self.faces, bare
+                )  # fmt: skip
             n = torch.einsum("nk,nkc->nc", bary, vertex_normals(vertices, self.faces)[tri])
             n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             _, dirs = cam.rays()
@@ -182,7 +238,8 @@ def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, pr
         rest = standing.rest_vertices[0]
         floor = -float(standing.vertices[0, :, 2].min())  # root height: feet on z = 0
         rotvec, translation = motion_frames(config.motion, config.frames, config.fps, floor)
-        posed = template(rotvec, translation, phenotype=config.phenotype).vertices
+        rotvec, facial = face_and_fingers(rotvec, standing.bone_poses[0], config)
+        posed = template(rotvec, translation, phenotype=config.phenotype, facial_actions=facial).vertices
     cameras = ring_cameras(config.cameras, config.size, config.radius, config.fov_deg, target_z=0.85 * floor + 0.1)
     painter = BodyPainter(template, outfit, rest, config.supersample)
     views = []
@@ -196,7 +253,10 @@ def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, pr
             views.append(ViewData(camera=name, frame=f, split=split, image=rgb, mask=mask))
             bar.update()
     bar.close()
-    body = BodyParams(bones=list(template.bone_names), rotvec=rotvec, translation=translation)
+    body = BodyParams(
+        bones=list(template.bone_names), rotvec=rotvec, translation=translation,
+        facial_actions=facial, facial_action_labels=list(template.facial_action_names),
+    )  # fmt: skip
     frames = [{"index": f, "time": f / config.fps} for f in range(config.frames)]
     body_info = {"template": "anny", "rig": "anny", "phenotype": dict(config.phenotype)}
     capture = write_capture(
