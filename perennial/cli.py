@@ -23,7 +23,8 @@ from pathlib import Path
 from perennial.config import add_options, options_given, override
 from perennial.errors import PerennialError
 
-SYNTH_OPTIONS = ["appearance", "cameras", "frames", "size", "motion", "seed", "supersample"]
+SYNTH_OPTIONS = ["appearance", "cameras", "frames", "size", "motion", "seed", "supersample", "animate_face",
+                 "animate_fingers"]
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
