@@ -22,12 +22,12 @@ Depth and width: 2 trunk layers + density head + 2 colour layers, width 64
 (MaintaAvatar uses an 8x256 MLP). Chosen for CPU speed: the detail lives in the
 tri-planes, and on the synthetic benchmark a 2-layer trunk rendered 16 % faster
 than 3 layers with no loss of held-out PSNR (34.3 vs 33.0 dB, one run each; runs
-of the same setting vary by ~0.7 dB); see docs/ARCHITECTURE.md. The MLP runs under bf16 autocast
-on CPUs with native bf16 matmul (AMX / AVX512-BF16: ~2-4x faster than fp32),
-inputs and outputs in float32. ``autocast="auto"`` (the default) checks the CPU
-flags (:mod:`perennial.numerics`): on a CPU without them (e.g. an AVX2-only AMD
-EPYC) bf16 matmul is emulated and measured ~10x *slower* than fp32, so the field
-stays fp32 there.
+of the same setting vary by ~0.7 dB); see docs/ARCHITECTURE.md. When rendering, the MLP
+runs under bf16 autocast on CPUs with native bf16 matmul (AMX / AVX512-BF16: ~2-4x
+faster than fp32), inputs and outputs in float32. ``autocast="auto"`` (the default)
+checks the CPU flags (:mod:`perennial.numerics`): on a CPU without them (e.g. an
+AVX2-only AMD EPYC) bf16 matmul is emulated and measured ~10x *slower* than fp32, so
+the field stays fp32 there. Training stays fp32 under "auto" (see ``FieldConfig.autocast``).
 
 Density is ``softplus(raw) * density_scale`` (1/metre); the colour head ends in
 a sigmoid (RGB in [0, 1]).
@@ -74,8 +74,12 @@ class FieldConfig:
     density_scale: float = 20.0
     """Density = softplus(raw) * density_scale, 1/metre."""
     autocast: str = "auto"
-    """bf16 autocast of the MLP: ``"on"``, ``"off"``, or ``"auto"`` (on iff the CPU has AMX-BF16
-    or AVX512-BF16, or the GPU supports bf16; see :mod:`perennial.numerics`)."""
+    """bf16 autocast of the MLP: ``"on"``, ``"off"``, or ``"auto"``: when rendering without
+    gradients, on iff the CPU has AMX-BF16 or AVX512-BF16 or the GPU supports bf16
+    (:mod:`perennial.numerics`); while training, off. Measured with ``perennial bench
+    continual`` on an AMD EPYC with AVX512-BF16 (docs/bench-continual and its bf16/): bf16
+    training ran ~8 % faster but every appearance ended 0.3-0.8 dB lower (base 32.72 vs
+    33.31 dB, mean final 28.68 vs 29.26 dB)."""
     pose_width: int = 128
     """Hidden width of the pose corrector (4 layers)."""
 
@@ -210,7 +214,10 @@ class CanonicalField(nn.Module):
         app = self.appearance(appearance)
         pe = positional_encoding(points, self.config.pe_frequencies)
         x = torch.cat([pe, app.triplane(points)], -1)  # (N, 3 + 6 L + 3 C)
-        with autocast(self.config.autocast, points.device):
+        mode = self.config.autocast
+        if mode == "auto" and torch.is_grad_enabled():
+            mode = "off"  # training: fp32 (bf16 training cost ~0.6 dB on the continual bench, see FieldConfig)
+        with autocast(mode, points.device):
             # the global codes are the same for every point: their share of the first
             # layers is a bias, so no (N, code_dim) copies are made (same parameters)
             h = _linear_with_code(self.trunk[0], x, app.geometry_code)
