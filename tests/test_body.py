@@ -191,3 +191,29 @@ def test_pose_rest_equals_forward(template):
     _, transforms = template.pose_rest(rv, tr, rest, vertices=False)
     transforms.sum().backward()
     assert rv.grad.abs().sum() > 0
+
+
+def test_pose_rest_with_facial_actions_equals_forward(template):
+    """Facial actions are linear blendshapes of the rest mesh: the cached basis reproduces them."""
+    pheno = {"age": 0.7, "weight": 0.6}
+    rest = template.rest_state(pheno)
+    basis = template.facial_basis(rest)
+    assert basis.shape == (52, template.num_vertices, 3) and rest.facial_basis is basis
+    assert template.facial_basis(rest) is basis  # computed once per rest state
+    g = torch.Generator().manual_seed(4)
+    rv = 0.2 * torch.randn(2, template.num_bones, 3, generator=g)
+    tr = torch.tensor([[0.0, 0.0, 0.9], [0.2, -0.1, 1.0]])
+    fa = torch.rand(2, 52, generator=g)  # many actions at once: checks linearity, not one column
+    ref = template(rv, tr, phenotype=pheno, facial_actions=fa)
+    verts, transforms = template.pose_rest(rv, tr, rest, facial_actions=fa)
+    assert (verts - ref.vertices).abs().max() < 1e-5
+    assert torch.allclose(transforms, ref.transforms, atol=1e-5)
+    # without actions: the neutral face; a face region that moves, nothing else
+    neutral, _ = template.pose_rest(rv, tr, rest)
+    assert (neutral - template(rv, tr, phenotype=pheno).vertices).abs().max() < 1e-5
+    face = template.face_vertices(rest)
+    moved = (verts - neutral).norm(dim=-1).amax(0)
+    assert moved[face].max() > 0.005 and moved[~face].max() < 1e-4
+    assert face[template.part_labels == PART_NAMES.index("head")].float().mean() > 0.5
+    with pytest.raises(ValueError, match="phenotype"):
+        template.facial_basis(type(rest)(vertices=rest.vertices, bone_poses=rest.bone_poses))

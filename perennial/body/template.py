@@ -33,12 +33,17 @@ class RestState:
     """The unposed body of one phenotype (see ``BodyTemplate.rest_state``).
 
     Attributes:
-        vertices: (V, 3) rest mesh, metres.
+        vertices: (V, 3) rest mesh, metres (neutral face: no facial actions).
         bone_poses: (J, 4, 4) rest pose of each bone.
+        phenotype: (6,) the phenotype values it was made for (None if unknown).
+        facial_basis: (A, V, 3) rest-space vertex offsets of the A facial actions at
+            weight 1, metres (``BodyTemplate.facial_basis``); None until first needed.
     """
 
     vertices: Tensor
     bone_poses: Tensor
+    phenotype: Tensor | None = None
+    facial_basis: Tensor | None = None
 
 
 class BodyTemplate(Protocol):
@@ -74,8 +79,18 @@ class BodyTemplate(Protocol):
         """The rest body of one phenotype, computed once per person."""
         ...
 
+    def facial_basis(self, rest: RestState | Tensor | dict[str, float] | None = None) -> Tensor:
+        """(A, V, 3) rest-space offsets of the facial actions at weight 1 (linear blendshapes)."""
+        ...
+
     def pose_rest(
-        self, rotvec: Tensor, translation: Tensor, rest: RestState, vertices: bool = True
+        self,
+        rotvec: Tensor,
+        translation: Tensor,
+        rest: RestState,
+        vertices: bool = True,
+        facial_actions: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor]:
-        """(posed vertices (B, V, 3) or None, skinning transforms (B, J, 4, 4)) of a rest state."""
+        """(posed vertices (B, V, 3) or None, skinning transforms (B, J, 4, 4)) of a rest state,
+        with ``facial_actions`` (B, A) added to the rest mesh through :meth:`facial_basis`."""
         ...
