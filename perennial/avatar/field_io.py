@@ -34,7 +34,8 @@ def appearance_record(capture: Capture, sha256: str, name: str | None = None) ->
         name: the appearance's name (default: the capture's).
 
     Returns:
-        (JSON-able record, tensors ``{"rotvec": (F, J, 3), "translation": (F, 3)}``).
+        (JSON-able record, tensors ``{"rotvec": (F, J, 3), "translation": (F, 3)}`` and, when the
+        capture has them, ``"facial_actions": (F, 52)``).
     """
     train = capture.views_of("train")
     frames = sorted({v.frame for v in train})
@@ -47,7 +48,10 @@ def appearance_record(capture: Capture, sha256: str, name: str | None = None) ->
         "frames": frames,
         "train_views": len(train),
     }
-    return record, {"rotvec": capture.body.rotvec[rows], "translation": capture.body.translation[rows]}
+    poses = {"rotvec": capture.body.rotvec[rows], "translation": capture.body.translation[rows]}
+    if capture.body.facial_actions is not None:
+        poses["facial_actions"] = capture.body.facial_actions[rows]
+    return record, poses
 
 
 def replay_cameras(record: dict) -> dict[str, Camera]:
@@ -76,8 +80,8 @@ def save_field_avatar(
             a["triplane_of"] = owner
     tensors = dict(avatar.state_dict())
     for name, t in replay.items():
-        for k, v in t.items():
-            tensors[f"replay.{field.keys[name]}.{k}"] = v.float()
+        for k in ("rotvec", "translation"):  # the field models the body only: no facial actions
+            tensors[f"replay.{field.keys[name]}.{k}"] = t[k].float()
     state = {
         "method": METHOD,
         "field_config": dataclasses.asdict(avatar.config),

@@ -27,7 +27,13 @@ def _field(store: AvatarStore, number: int | None, template):
     return load_field_avatar(store, number, template)
 
 
-LOADERS: dict[str, Callable] = {"field": _field}
+def _texture(store: AvatarStore, number: int | None, template):
+    from perennial.avatar.texture_io import load_texture_avatar
+
+    return load_texture_avatar(store, number, template)
+
+
+LOADERS: dict[str, Callable] = {"field": _field, "texture": _texture}
 """Method name -> loader ``(store, number, template) -> (avatar, version, training poses)``."""
 
 

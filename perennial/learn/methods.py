@@ -24,6 +24,7 @@ from perennial.config import override
 from perennial.errors import ConfigError
 from perennial.learn import field_method as fm
 from perennial.learn.engine import Term
+from perennial.learn.texture_method import TextureMethod
 
 __all__ = ["METHODS", "Method", "fit", "get_method", "preset"]
 
@@ -104,7 +105,7 @@ def _joint_sources(records: list[dict], config: fm.FieldTrainConfig) -> dict:
     return out
 
 
-METHODS: dict[str, Method] = {"field": FieldMethod()}
+METHODS: dict[str, Method] = {"field": FieldMethod(), "texture": TextureMethod()}
 """Every avatar method by name (``create --method``)."""
 
 

