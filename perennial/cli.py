@@ -59,12 +59,13 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "synth": lambda: bench.bench_synth(),
         "motion": lambda: bench.bench_motion(a.bvh, strip=a.strip),
         "triplane": lambda: bench.bench_triplane(repeats=a.repeats),
-        "speed": lambda: bench.bench_speed(a.avatar, repeats=a.repeats, capture_path=a.capture),
+        "speed": lambda: _bench_speed(a),
         "continual": lambda: _bench_continual(a),
+        "sheet": lambda: _bench_sheet(a),
     }
     from perennial.numerics import numeric_path
 
-    names = [n for n in runs if n not in ("motion", "continual", "triplane")] if a.what == "all" else [a.what]
+    names = [n for n in runs if n not in ("motion", "continual", "triplane", "sheet")] if a.what == "all" else [a.what]
     results = {"numeric_path": numeric_path()}
     print(f"numeric path (autocast=auto): {results['numeric_path']}")
     for name in names:
@@ -75,6 +76,42 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def _bench_speed(a: argparse.Namespace) -> dict:
+    """Render (and training) speed of a field avatar, or of a texture avatar with --method texture."""
+    from perennial.evaluate import bench
+
+    if a.method == "field":
+        return bench.bench_speed(a.avatar, repeats=a.repeats, capture_path=a.capture)
+    from perennial.evaluate.bench_texture import bench_texture_speed
+
+    avatar = None
+    if a.avatar:
+        from perennial.avatar.io import load_avatar
+
+        avatar, _, _ = load_avatar(a.avatar)
+        if type(avatar).__name__ != "TextureAvatar":
+            raise PerennialError(f"{a.avatar}: not a texture avatar (use --method field)")
+    return bench_texture_speed(avatar, repeats=a.repeats)
+
+
+def _bench_sheet(a: argparse.Namespace) -> dict:
+    """Truth next to several avatars' renders of a capture's test views, with face and hand close-ups."""
+    from perennial.avatar.io import load_avatar
+    from perennial.capture import read_capture
+    from perennial.evaluate.sheet import comparison_sheet
+
+    if not a.capture or not a.avatars or not a.sheet:
+        raise PerennialError("bench sheet needs --capture, at least one --avatars LABEL=AVATAR and --sheet OUT.png")
+    avatars = {}
+    for spec in a.avatars:
+        label, sep, path = spec.partition("=")
+        if not sep or not label:
+            raise PerennialError(f"--avatars {spec!r}: expected LABEL=AVATAR_FOLDER")
+        avatars[label] = load_avatar(path)[0]
+    path = comparison_sheet(read_capture(a.capture), avatars, a.sheet)
+    return {"sheet": str(path)}
 
 
 def _bench_continual(a: argparse.Namespace) -> dict:
@@ -127,10 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "time of the 8-camera x 30-frame 256 px capture (s); motion: retargeting "
                                    "figures of BVH clips and bank import speed; speed: field avatar render "
                                    "FPS at 256/512 px and training steps/s; triplane: embedding-bag lookup vs grid_sample (ms).")  # fmt: skip
-    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "triplane", "speed", "continual", "all"])
+    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "triplane", "speed", "continual", "sheet",
+                                    "all"])  # fmt: skip
     b.add_argument("--quick", action="store_true", help="continual: small and fast (about 10 min)")
     b.add_argument("--out", default="out/bench-continual", help="continual: output folder (default: out/bench-continual)")
+    b.add_argument("--method", default="field", choices=["field", "texture"],
+                   help="speed: which kind of avatar (default: field); texture prints per-stage times")  # fmt: skip
     b.add_argument("--avatar", help="speed: time this avatar instead of a fresh (untrained) one")
+    b.add_argument("--avatars", nargs="+", metavar="LABEL=AVATAR", help="sheet: the avatars to show, labelled")
+    b.add_argument("--sheet", help="sheet: output PNG")
     b.add_argument("--capture", help="speed, with --avatar: also held-out PSNR and render time at 16/8/6 samples per ray")
     b.add_argument("--bvh", nargs="*", help="motion: BVH files (default: the CMU samples in shared/data/motion/cmu)")
     b.add_argument("--strip", help="motion: also write a frame strip PNG of the first clip here")

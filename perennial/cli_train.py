@@ -183,6 +183,8 @@ def add_train_commands(sub) -> None:
     c.add_argument("--capture", required=True, help="perennial-capture folder")
     c.add_argument("--method", default="field", choices=sorted(METHODS), help="avatar method (default: field)")
     add_options(c, preset(field, "create"), TRAIN_OPTIONS, TRAIN_FLAGS, note="for field avatars")
+    add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map"],
+                note="for texture avatars")  # fmt: skip
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")
     c.add_argument("--quiet", action="store_true", help="no progress output")

@@ -14,10 +14,13 @@ import time
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
+from perennial.body.regions import region_boxes, region_centres
 from perennial.capture.capture import Capture, View
 from perennial.errors import PerennialError
-from perennial.evaluate.metrics import image_metrics
+from perennial.evaluate.metrics import image_metrics, lpips, psnr
 from perennial.progress import progress as progress_bar
 
 GROUPS = ("novel_view", "novel_pose", "novel_both", "other")
@@ -39,7 +42,7 @@ def view_group(capture: Capture, view: View) -> str:
 
 def evaluate_avatar(
     avatar, capture: Capture, appearance: str | None = None, lpips_nets: Sequence[str] = ("alex",),
-    max_views: int | None = None, progress: bool = True,
+    max_views: int | None = None, progress: bool = True, regions: bool = True,
 ) -> dict:  # fmt: skip
     """Render every test view of ``capture`` and compare it with the ground truth.
 
@@ -50,6 +53,10 @@ def evaluate_avatar(
         lpips_nets: LPIPS backbones ("alex", "vgg").
         max_views: evaluate every k-th test view so that at most this many are used.
         progress: progress bar.
+        regions: also ``psnr_face``, ``lpips_face``, ``psnr_hands``, ``lpips_hands``: the
+            metrics on square boxes around the face and each hand
+            (:mod:`perennial.body.regions`), resized to 64 px (LPIPS AlexNet); views where
+            a region is out of the image leave it out of that region's mean.
 
     Returns:
         ``{"appearance", "views": [per-view dict], "groups": {group: {metric: mean, "count": n}},
@@ -63,6 +70,11 @@ def evaluate_avatar(
         views = views[:: math.ceil(len(views) / max_views)]
     groups = {v: view_group(capture, v) for v in views}
     rows, times = [], []
+    if regions:
+        from perennial.body.anny import load_template
+
+        template = load_template(capture.body_info["template"])
+        rest = template.rest_state(capture.body_info.get("phenotype"))
     for v in progress_bar(views, desc=f"evaluating {appearance}", unit="view", enabled=progress):
         rotvec, translation, facial = capture.body_params(v.frame)
         t0 = time.perf_counter()
@@ -71,12 +83,19 @@ def evaluate_avatar(
         gt = capture.load_image(v).permute(2, 0, 1)
         mask = capture.load_mask(v)
         m = image_metrics(out.rgb.permute(2, 0, 1), gt, mask, lpips_nets=lpips_nets)
-        rows.append({"camera": v.camera, "frame": v.frame, "group": groups[v],
-                     **{k: float(x) for k, x in m.items()}})  # fmt: skip
+        row = {"camera": v.camera, "frame": v.frame, "group": groups[v], **{k: float(x) for k, x in m.items()}}
+        if regions:
+            centres = region_centres(template, rest, rotvec, translation)
+            row |= region_metrics(out.rgb.permute(2, 0, 1), gt, region_boxes(capture.cameras[v.camera], centres))
+        rows.append(row)
     keys = [k for k in rows[0] if k not in ("camera", "frame", "group")]
 
     def mean(rs):
-        return {k: sum(r[k] for r in rs) / len(rs) for k in keys} | {"count": len(rs)}
+        out = {}
+        for k in keys:
+            vals = [r[k] for r in rs if not math.isnan(r[k])]
+            out[k] = sum(vals) / len(vals) if vals else float("nan")
+        return out | {"count": len(rs)}
 
     by_group = {g: mean([r for r in rows if r["group"] == g]) for g in GROUPS if any(r["group"] == g for r in rows)}
     return {
@@ -88,9 +107,34 @@ def evaluate_avatar(
     }
 
 
+def region_metrics(pred: Tensor, gt: Tensor, boxes: dict[str, list[tuple[int, int, int, int]]],
+                   size: int = 64) -> dict[str, float]:  # fmt: skip
+    """PSNR and LPIPS (AlexNet) on each region's boxes, resized to ``size`` px, averaged per region.
+
+    Args:
+        pred, gt: (3, H, W) images in [0, 1].
+        boxes: region -> pixel boxes ``(x0, y0, x1, y1)`` (:func:`perennial.body.regions.region_boxes`).
+
+    Returns:
+        ``psnr_<region>`` and ``lpips_<region>``; ``nan`` for a region without a box.
+    """
+    out = {}
+    for region, bs in boxes.items():
+        ps, ls = [], []
+        for x0, y0, x1, y1 in bs:
+            p, g = (F.interpolate(t[None, :, y0:y1, x0:x1], size=(size, size), mode="bilinear",
+                                  align_corners=False) for t in (pred, gt))  # fmt: skip
+            ps.append(float(psnr(p, g)[0]))
+            ls.append(float(lpips(p, g, "alex")[0]))
+        out[f"psnr_{region}"] = sum(ps) / len(ps) if ps else float("nan")
+        out[f"lpips_{region}"] = sum(ls) / len(ls) if ls else float("nan")
+    return out
+
+
 def format_table(result: dict) -> str:
     """A small fixed-width table of the group means."""
-    cols = [k for k in ("psnr", "ssim", "lpips_alex", "lpips_vgg", "psnr_bbox", "ssim_bbox") if k in result["mean"]]
+    cols = [k for k in ("psnr", "ssim", "lpips_alex", "lpips_vgg", "psnr_bbox", "ssim_bbox", "lpips_face",
+                        "lpips_hands") if k in result["mean"]]  # fmt: skip
     lines = [f"{'group':12s} {'views':>5s} " + " ".join(f"{c:>10s}" for c in cols)]
     for g, m in [*result["groups"].items(), ("all", result["mean"])]:
         lines.append(f"{g:12s} {m['count']:5d} " + " ".join(f"{m[c]:10.4f}" for c in cols))

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from perennial.body.regions import region_centres
 from perennial.capture.capture import Capture, ViewPixels
 from perennial.learn.engine import generator_state
 from perennial.learn.replay import PastViews
+from perennial.numerics import autocast
 
 __all__ = ["CropReplay", "ImageCrops", "TrainingImages"]
 
@@ -50,20 +52,6 @@ class _Image:
     centres: dict[str, list[tuple[float, float]]]  # "body" / "face" / "hands" -> pixel centres (u, v)
 
 
-def part_centres(template, rest, rotvec: Tensor, translation: Tensor) -> dict[str, Tensor]:
-    """World centres of the face and of each hand in one pose: the mean of their posed vertices.
-
-    Returns:
-        ``{"face": (1, 3), "hands": (2, 3)}`` world metres.
-    """
-    names = list(template.part_names)
-    verts, _ = template.pose_rest(rotvec[None], translation[None], rest)
-    verts = verts[0]
-    out = {"face": verts[template.part_labels == names.index("head")].mean(0, keepdim=True)}
-    out["hands"] = torch.stack([verts[template.part_labels == names.index(f"hand.{s}")].mean(0) for s in "LR"])
-    return out
-
-
 class TrainingImages:
     """The training views of one capture with their poses and the pixel centres of face and hands.
 
@@ -83,7 +71,7 @@ class TrainingImages:
             rotvec, translation, facial = capture.body_params(v.frame)
             if v.frame not in centres:
                 with torch.no_grad():
-                    centres[v.frame] = part_centres(template, rest, rotvec, translation)
+                    centres[v.frame] = region_centres(template, rest, rotvec, translation)
             cam = capture.cameras[v.camera]
             ys, xs = (vp.mask > 0.5).nonzero(as_tuple=True)
             if ys.numel() == 0:
@@ -131,16 +119,20 @@ class ImageCrops:
         stages: LPIPS stages used by the perceptual terms.
         part_window: side of the window around a face or hand for ``face`` / ``hands``, pixels.
         perceptual_size: the perceptual term sees the crop resized to this side (cheaper), pixels.
+        perceptual_every: the perceptual terms run every n steps (LPIPS-VGG's first stages cost
+            more than the avatar's own step).
     """
 
     losses = ("l1", "rgb", "mask", "perceptual", "face", "hands")
     name = "crops"
 
     def __init__(self, avatar, images: TrainingImages, appearance: str, crop: int, centre_weights: tuple[float, ...],
-                 lpips, stages: int, part_window: int, perceptual_size: int) -> None:  # fmt: skip
+                 lpips, stages: int, part_window: int, perceptual_size: int, perceptual_every: int = 1) -> None:  # fmt: skip
         self.avatar, self.images, self.appearance, self.crop = avatar, images, appearance, crop
         self.weights = torch.tensor(centre_weights, dtype=torch.float64)
         self.lpips, self.stages, self.part_window, self.psize = lpips, stages, part_window, perceptual_size
+        self.perceptual_every = perceptual_every
+        self.autocast = avatar.config.autocast
 
     def init_state(self, seed: int) -> State:
         return generator_state(seed)
@@ -149,7 +141,8 @@ class ImageCrops:
         if pred.shape[-1] != size or pred.shape[-2] != size:
             pred = F.interpolate(pred[None], size=(size, size), mode="bilinear", align_corners=False)[0]
             gt = F.interpolate(gt[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        return self.lpips(pred, gt, stages=self.stages)
+        with autocast(self.autocast, pred.device):  # the generator's numeric path
+            return self.lpips(pred, gt, stages=self.stages).float()
 
     def __call__(self, step: int, state: State) -> tuple[dict[str, Tensor], State]:
         g = _gen(state)
@@ -167,7 +160,7 @@ class ImageCrops:
         pred = out["rgb"]
         losses = {"l1": (pred - gt).abs().mean(), "rgb": (pred - gt).square().mean(),
                   "mask": (out["alpha"] - mask).abs().mean()}  # fmt: skip
-        if self.lpips is not None:
+        if self.lpips is not None and step % self.perceptual_every == 0:
             losses["perceptual"] = self._perceptual(pred, gt, self.psize)
             if kind != "body":
                 # the part's window inside the crop, upsampled for the perceptual network

@@ -95,6 +95,10 @@ class TextureConfig:
     margin: float = 0.05
     """The generator window is the covered pixels' box widened on each side by this fraction
     of the box's larger side (at least 4 pixels): room for what lies just off the mesh."""
+    face_map: bool = True
+    """Feed the face map to the generator (off: zeros; for the ablation of the face map)."""
+    hand_map: bool = True
+    """Feed the hand map to the generator (off: zeros; for the ablation of the hand map)."""
     raster: str = "warp"
     """Surface raster path: ``"warp"`` (ray casting the body box) or ``"torch"`` (z-buffer twin)."""
     autocast: str = "auto"
@@ -330,9 +334,12 @@ class TextureAvatar(nn.Module):
         sub = raster.window(x0, y0, w, h)
         tex = app.texture(sub.uv, (sub.canonical - self.center) / self.half_extent)
         lap("texture")
-        face = self.face.encode(sub, self.faces, self.face_weight, offsets)
+        face = self.face.encode(sub, self.faces, self.face_weight, offsets) if self.config.face_map else None
         lap("face")
-        hands = self.hands.pixel_values(sub, crop_camera(cam, (x0, y0, w, h)), transforms)
+        if self.config.hand_map:
+            hands = self.hands.pixel_values(sub, crop_camera(cam, (x0, y0, w, h)), transforms)
+        else:
+            hands = tex.new_zeros(len(sub), 5)
         lap("hands")
         # the maps in one (h, w, C) buffer: seen as (1, C, h, w) it is channels_last already
         per_pixel = torch.cat([tex, torch.ones(len(sub), 1, device=dev), hands], 1)
