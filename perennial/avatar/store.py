@@ -20,11 +20,9 @@ the shapes and dtypes the caller expects. The JSON files are checked field by
 field (:mod:`perennial.avatar.schema`), and nothing under the avatar folder is
 followed outside it (a ``versions/<n>`` that is a link to elsewhere is refused).
 
-A version that was written but never made current (the writer was killed
-between the two steps) is an *orphan*: ``learn --resume`` / ``create --resume``
-adopt it when it is what they were asked for (:meth:`AvatarStore.orphan`), and
-``prune`` removes the others. ``switches`` tells orphans from versions a
-rollback left behind.
+A version written but never made current (the writer was killed in between) is an
+*orphan*: ``--resume`` adopts it (:meth:`AvatarStore.orphan`), ``prune`` removes it;
+``switches`` tells it from a version a rollback left behind (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

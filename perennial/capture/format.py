@@ -20,8 +20,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from perennial.capture import validate as v
 from perennial.capture.capture import Capture, CaptureError, check_png
+from perennial.capture.validate import (
+    TOP_KEYS,
+    cameras_of,
+    check_keys,
+    fail,
+    parse_body_info,
+    parse_camera,
+    parse_frames,
+    parse_views,
+    read_body,
+    string,
+)
 from perennial.errors import PerennialError
 from perennial.naming import check_name
 
@@ -56,11 +67,11 @@ def read_capture(root: str | Path) -> Capture:
         raise CaptureError(f"{root}: not a perennial capture (no capture.json)")
     doc = _load_json(root / "capture.json")
 
-    body_info, bones_of_rig = v.parse_body_info(doc["body"])
-    cameras = {name: v.parse_camera(cam, f"cameras.{name}") for name, cam in v.cameras_of(doc)}
-    frames = v.parse_frames(doc["frames"])
-    views = v.parse_views(doc["views"], cameras, {f["index"] for f in frames})
-    body = v.read_body(root / "body.npz", body_info["rig"], bones_of_rig, frames)
+    body_info, bones_of_rig = parse_body_info(doc["body"])
+    cameras = {name: parse_camera(cam, f"cameras.{name}") for name, cam in cameras_of(doc)}
+    frames = parse_frames(doc["frames"])
+    views = parse_views(doc["views"], cameras, {f["index"] for f in frames})
+    body = read_body(root / "body.npz", body_info["rig"], bones_of_rig, frames)
     for view in views:
         check_png(root, view.image, "RGB", cameras[view.camera], view.camera)
         if view.mask is not None:
@@ -83,14 +94,14 @@ def _load_json(path: Path) -> dict:
     if doc.get("format") != FORMAT:
         if "format" not in doc:
             raise CaptureError("capture.json: missing required field format")
-        raise v.fail("format", f"is {doc['format']!r}, expected {FORMAT!r}")
+        raise fail("format", f"is {doc['format']!r}, expected {FORMAT!r}")
     if "version" not in doc:
         raise CaptureError("capture.json: missing required field version")
     version = doc["version"]
     if isinstance(version, bool) or version != VERSION:
-        raise v.fail("version", f"{version!r} is unknown (this reader knows version {VERSION})")
-    v.check_keys(doc, "", v.TOP_KEYS)
-    v.string(doc["appearance"], "appearance")
+        raise fail("version", f"{version!r} is unknown (this reader knows version {VERSION})")
+    check_keys(doc, "", TOP_KEYS)
+    string(doc["appearance"], "appearance")
     try:
         check_name(doc["appearance"], what="appearance", where="capture.json")
     except PerennialError as e:
