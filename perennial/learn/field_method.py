@@ -38,6 +38,7 @@ from perennial.learn.field_terms import (
     TrainingRays,
     TriplaneTV,
 )
+from perennial.learn.fisher import FisherConfig, FisherPhotometric
 from perennial.learn.replay import PastViews
 from perennial.render.camera import Camera
 
@@ -116,6 +117,8 @@ class FieldTrainConfig:
     """Joint training on past images (None: off)."""
     distill: DistillConfig | None = None
     """Pose distillation (None: off)."""
+    fisher: FisherConfig | None = None
+    """Fisher-weighted loss and ray sampling of the new appearance (:mod:`perennial.learn.fisher`; None: off)."""
     share_triplane: bool = False
     """The new appearance reads the first appearance's tri-plane (the shared-local ablation)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: {"rgb": 1.0, "mask": 0.1, "tv": 1e-3})
@@ -193,8 +196,11 @@ def plan(avatar: FieldAvatar, appearance: str, rays: TrainingRays, new_poses: to
         "shared": ([p for p in avatar.field.parameters() if id(p) not in own_ids], config.lr["shared"]),
         "pose": (list(avatar.corrector.parameters()), config.lr["pose"]),
     }
-    terms: list[Term] = [Photometric(avatar, rays, appearance, config.rays_per_step, config.samples),
-                         TriplaneTV(avatar, appearance)]  # fmt: skip
+    if config.fisher is not None:
+        photometric = FisherPhotometric(avatar, rays, appearance, config.rays_per_step, config.samples, config.fisher)
+    else:
+        photometric = Photometric(avatar, rays, appearance, config.rays_per_step, config.samples)
+    terms: list[Term] = [photometric, TriplaneTV(avatar, appearance)]
     needs_teacher = config.replay is not None or config.distill is not None
     if needs_teacher and (past.teacher is None or not past.poses):
         raise ConfigError("replay and pose distillation need past appearances: use them with 'learn', not 'create'")

@@ -393,3 +393,17 @@ def triplane_lookup_grid_sample(planes: Tensor, points: Tensor, reduce: str = "s
     if reduce == "sum":
         return out.sum(0).T
     return out.permute(2, 0, 1).reshape(N, 3 * C)
+
+
+def corner_weight_norms(points: Tensor, resolution: int) -> Tensor:
+    """Sum of the squared bilinear corner weights of each point on each plane, (N, 3).
+
+    For plane ``p`` over axes ``(a, b)`` (:data:`PLANE_AXES`) with cell fractions
+    ``f_a, f_b``: ``((1 - f_a)^2 + f_a^2) ((1 - f_b)^2 + f_b^2)``, in [1/4, 1]. It is
+    the squared norm of the lookup's derivative w.r.t. the four table rows a point
+    reads, per output channel (used by the Fisher weights of :mod:`perennial.learn.fisher`).
+    """
+    with torch.no_grad():
+        _, f = _corners(points, resolution)
+        s = (1 - f).square() + f.square()  # (N, 3) per axis
+        return torch.stack([s[:, a] * s[:, b] for a, b in PLANE_AXES], dim=1)
