@@ -57,7 +57,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "body": lambda: bench.bench_body(repeats=a.repeats),
         "raycast": lambda: bench.bench_raycast(repeats=a.repeats),
         "synth": lambda: bench.bench_synth(),
-        "motion": lambda: bench.bench_motion(a.bvh, strip=a.strip),
+        "motion": lambda: __import__("perennial.cli_motion", fromlist=["x"]).bench_motion(a.bvh, strip=a.strip),
         "triplane": lambda: bench.bench_triplane(repeats=a.repeats),
         "speed": lambda: _bench_speed(a),
         "continual": lambda: _bench_continual(a),
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--avatars", nargs="+", metavar="LABEL=AVATAR", help="sheet: the avatars to show, labelled")
     b.add_argument("--sheet", help="sheet: output PNG")
     b.add_argument("--capture", help="speed, with --avatar: also held-out PSNR and render time at 16/8/6 samples per ray")
-    b.add_argument("--bvh", nargs="*", help="motion: BVH files (default: the CMU samples in shared/data/motion/cmu)")
+    b.add_argument("--bvh", nargs="*", help="motion: BVH/AMC files or folders, e.g. ../shared/data/motion (default: the CMU samples in shared/data/motion/cmu)")
     b.add_argument("--strip", help="motion: also write a frame strip PNG of the first clip here")
     b.add_argument("--repeats", type=int, default=10, help="timed repeats per figure (median reported)")
     b.add_argument("--json", help="also write the figures to this JSON file")

@@ -1,8 +1,9 @@
 """Importing many motion files into a bank of retargeted clips at one frame rate.
 
-:func:`import_bank` reads ``.bvh`` files (retargeted onto Anny) and ``.npz``
-clips, resamples each to the bank's rate and writes the bank
-(:mod:`perennial.motion.bank` has the format).
+:func:`import_bank` reads ``.bvh`` files and ``.amc`` motions with their ``.asf``
+skeletons (retargeted onto Anny; without a bone map each file's skeleton is
+recognised, :mod:`perennial.motion.skeleton_detect`) and ``.npz`` clips, resamples each
+to the bank's rate and writes the bank (:mod:`perennial.motion.bank` has the format).
 
 A file that cannot be imported (malformed BVH, unknown type, a bone map that
 does not fit, ...) is skipped and listed with its reason; nothing is skipped
@@ -24,15 +25,14 @@ from typing import Any
 from perennial.errors import OutputExistsError, PerennialError
 from perennial.motion.bank import CLIPS_DIR, INDEX_NAME, clip_file, write_index
 from perennial.motion.bonemap import BoneMap, resolve_bone_map
-from perennial.motion.bvh import read_bvh
 from perennial.motion.clip import MotionClip, MotionFormatError
+from perennial.motion.load import MOTION_SUFFIXES, read_skeleton_motion
 from perennial.motion.rest import rest_info
 from perennial.motion.retarget import retarget
+from perennial.motion.skeleton_detect import detect_skeleton
 from perennial.progress import progress as progress_bar
 
 __all__ = ["BankEntry", "BankReport", "import_bank"]
-
-MOTION_SUFFIXES = (".bvh", ".npz")
 
 
 @dataclass
@@ -47,6 +47,8 @@ class BankEntry:
         frames_out: frames written at the bank's rate.
         seconds: wall time spent on this file.
         reason: why it was skipped (``""`` when imported).
+        skeleton: for BVH/AMC files, the skeleton as recognised (convention, unit,
+            axes) or the bone map's name.
     """
 
     source: str
@@ -56,6 +58,7 @@ class BankEntry:
     frames_out: int = 0
     seconds: float = 0.0
     reason: str = ""
+    skeleton: str = ""
 
 
 @dataclass
@@ -119,6 +122,13 @@ class BankReport:
     def summary(self) -> str:
         """A human-readable table: one line per file, then totals."""
         lines = []
+        skeletons: dict[str, list[str]] = {}
+        for e in self.imported:
+            if e.skeleton:
+                skeletons.setdefault(e.skeleton, []).append(Path(e.source).name)
+        for text, names in skeletons.items():
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            lines.append(f"  skeleton of {names[0]}{more}: {text}")
         for e in self.entries:
             if e.status == "ok":
                 lines.append(
@@ -136,7 +146,7 @@ class BankReport:
 
 
 def _collect(paths: list[str | Path]) -> list[Path]:
-    """Files to import: directories are searched recursively for .bvh/.npz files;
+    """Files to import: directories are searched recursively for .bvh/.amc/.npz files;
     explicitly named files are kept whatever their type (and skipped later if unsupported)."""
     files: list[Path] = []
     for p in paths:
@@ -167,19 +177,23 @@ def import_bank(
     rest=None,
     floor: str = "contact",
     overwrite: bool = False,
+    asf: str | Path | None = None,
 ) -> BankReport:
     """Import many motion files into a bank of retargeted clips.
 
     Args:
-        paths: files and/or directories (searched recursively for ``.bvh`` and
-            ``.npz``).
+        paths: files and/or directories (searched recursively for ``.bvh``, ``.amc``
+            and ``.npz``).
         out: the bank directory (created).
         fps: frame rate of every clip in the bank.
         progress: show progress (files, with the frame rate achieved).
-        bone_map: for BVH files: :class:`BoneMap`, JSON bone-map path, or None (CMU).
+        bone_map: for BVH/AMC files: :class:`BoneMap`, JSON bone-map path, ``"cmu"``, or
+            None to recognise each file's skeleton.
         rest: Anny rest information or template (cached default when None).
         floor: floor placement, see :mod:`perennial.motion.retarget`.
         overwrite: replace an existing bank at ``out``.
+        asf: the ``.asf`` skeleton of every ``.amc`` file (else each is found beside its
+            motion, :func:`~perennial.motion.asf.find_asf`).
 
     Returns:
         A :class:`BankReport` (also stored in ``bank.json``).
@@ -198,7 +212,7 @@ def import_bank(
     if out.exists() and not (out / INDEX_NAME).exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out}: exists and is not a motion bank; choose another --out")
     t0 = time.perf_counter()
-    bmap = resolve_bone_map(bone_map)
+    bmap = None if bone_map is None or bone_map == "auto" else resolve_bone_map(bone_map)
     rest = rest_info(rest)
     files = _collect(list(paths))
     # written beside the bank and moved into place at the end: an import that fails or is
@@ -212,7 +226,7 @@ def import_bank(
     try:
         for f in bar:
             t1 = time.perf_counter()
-            entry = _import_one(f, work, fps, bmap, rest, floor, used)
+            entry = _import_one(f, work, fps, bmap, rest, floor, used, asf)
             entry.seconds = time.perf_counter() - t1
             report.entries.append(entry)
             report.seconds = time.perf_counter() - t_files
@@ -220,7 +234,7 @@ def import_bank(
         bar.close()
         report.seconds = time.perf_counter() - t_files
         if not report.imported:
-            why = "; ".join(f"{e.source}: {e.reason}" for e in report.skipped[:3]) or "no .bvh or .npz file found"
+            why = "; ".join(f"{e.source}: {e.reason}" for e in report.skipped[:3]) or "no .bvh, .amc or .npz file found"
             raise PerennialError(f"{out}: nothing imported, no bank written ({why})")
         _write_index(work, report)
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
@@ -235,24 +249,27 @@ def import_bank(
 
 
 def _import_one(
-    f: Path, out: Path, fps: float, bmap: BoneMap, rest, floor: str, used: set[str]
+    f: Path, out: Path, fps: float, bmap: BoneMap | None, rest, floor: str, used: set[str], asf=None
 ) -> BankEntry:
     src = str(f)
     if not f.exists():
         return BankEntry(src, "skipped", reason="no such file or directory")
     suffix = f.suffix.lower()
     if suffix not in MOTION_SUFFIXES:
-        return BankEntry(
-            src, "skipped", reason=f"unsupported file type {f.suffix!r} (expected .bvh or .npz)"
-        )
-    frames_in = 0
+        what = " (a skeleton: import its .amc motions)" if suffix == ".asf" else " (expected .bvh, .amc or .npz)"
+        return BankEntry(src, "skipped", reason=f"unsupported file type {f.suffix!r}{what}")
+    frames_in, skeleton = 0, ""
     try:
-        if suffix == ".bvh":
-            bvh = read_bvh(f)
+        if suffix in (".bvh", ".amc"):
+            bvh = read_skeleton_motion(f, asf)
             frames_in = bvh.num_frames
-            if frames_in == 0:
-                return BankEntry(src, "skipped", reason="the file has no frames")
-            clip = retarget(bvh, rest, fps=fps, bone_map=bmap, floor=floor)
+            use = bmap
+            if use is None:
+                det = detect_skeleton(bvh, rest)
+                use, skeleton = det.bone_map, det.summary(reference=False)
+            else:
+                skeleton = f"bone map {use.name!r}"
+            clip = retarget(bvh, rest, fps=fps, bone_map=use, floor=floor)
         else:
             clip = MotionClip.load(f)
             frames_in = clip.num_frames
@@ -270,7 +287,7 @@ def _import_one(
         return BankEntry(src, "skipped", frames_in=frames_in, reason=str(e))
     except Exception as e:
         return BankEntry(src, "skipped", frames_in=frames_in, reason=f"{type(e).__name__}: {e}")
-    return BankEntry(src, "ok", name=name, frames_in=frames_in, frames_out=clip.num_frames)
+    return BankEntry(src, "ok", name=name, frames_in=frames_in, frames_out=clip.num_frames, skeleton=skeleton)
 
 
 def _write_index(out: Path, report: BankReport) -> None:

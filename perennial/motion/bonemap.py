@@ -21,11 +21,22 @@ pose for that bone. The bone's mode chooses ``A_b``:
   below is mapped) the bone falls back to ``"inherit"``.
 - ``"inherit"``: ``A_b = A_parent`` (keep the bone's reference pose relative to its
   parent, e.g. a hand continuing its forearm).
-- ``"world"``: ``A_b = I``: both rest poses agree on the bone's world orientation
-  (upright head, flat feet). The root is ``"world"`` by default; a root in
-  ``"aim"`` or ``"reach"`` mode is tilted to match the hip-to-shoulder line.
+- ``"world"``: ``A_b = H``: both rest poses agree on the bone's world orientation
+  (upright head, flat feet) up to the heading ``H`` of the source's reference pose
+  (the turn about the vertical that takes Anny's hips line onto the source's; the
+  identity for a rest pose that faces the map's ``forward``). The root is ``"world"``
+  by default; a root in ``"aim"`` or ``"reach"`` mode is turned to best fit the
+  directions from the root to the hips, shoulders, neck and head (heading and lean,
+  :func:`perennial.motion.retarget_plan.make_plan`), which is what a rest pose that is
+  not upright (a game-studio rest with the bones along local X) needs.
 - ``"reach"``: ``"aim"``, then a per-frame swing towards the source child
   joint's *position* (see :mod:`perennial.motion.retarget`).
+
+Reference pose. "Rest pose" above is the source's *reference* pose, chosen by the
+map's ``reference``: ``"rest"`` (every channel zero: the BVH rest, where every world
+rotation is the identity), a frame index, or ``"auto"`` (the most upright frame with
+straight legs and flat feet, :mod:`perennial.motion.reference`). Files whose zero
+rest is not a human pose (every bone along +Y or +X) need a frame.
 
 Unmapped Anny bones follow their parent. Bone maps are written as JSON
 (:meth:`BoneMap.from_dict`); :data:`CMU_BONE_MAP` is built in.
@@ -50,6 +61,7 @@ __all__ = [
     "BoneMap",
     "RetargetError",
     "axes_matrix",
+    "axis_vector",
     "load_bone_map",
     "resolve_bone_map",
 ]
@@ -94,6 +106,11 @@ def _axis_vector(spec: str, where: str) -> np.ndarray:
     return v
 
 
+def axis_vector(spec: str) -> np.ndarray:
+    """(3,) unit vector of an axis name such as ``"+y"`` or ``"-z"``."""
+    return _axis_vector(spec, "axis")
+
+
 def axes_matrix(up: str = "+y", forward: str = "+z") -> np.ndarray:
     """(3, 3) rotation ``C`` from source axes to Anny's world axes.
 
@@ -132,6 +149,8 @@ class BoneMap:
         forward: direction the source rest pose faces, e.g. ``"+z"``.
         scale: metres per source file unit.
         name: label for messages and reports.
+        reference: the source pose Anny's identity pose is aligned with: ``"rest"``
+            (all channels zero), ``"auto"`` (chosen per file) or a frame index.
     """
 
     bones: dict[str, str]
@@ -141,9 +160,14 @@ class BoneMap:
     forward: str = "+z"
     scale: float = 1.0
     name: str = "custom"
+    reference: str | int = "rest"
 
     def __post_init__(self) -> None:
         where = f"bone map {self.name!r}"
+        ref = self.reference
+        if not (ref in ("rest", "auto") or (isinstance(ref, int) and not isinstance(ref, bool) and ref >= 0)):
+            raise RetargetError(f"{where}: field 'reference' must be \"rest\", \"auto\" or a frame index >= 0, "
+                                f"got {ref!r}")  # fmt: skip
         if "root" not in self.bones:
             raise RetargetError(f"{where}: field 'bones' must map Anny's 'root' bone")
         for key in ("bones", "modes", "evaluate"):
@@ -202,6 +226,7 @@ class BoneMap:
             "scale": self.scale,
             "up": self.up,
             "forward": self.forward,
+            "reference": self.reference,
             "bones": bones,
             "evaluate": dict(self.evaluate),
         }
@@ -214,13 +239,14 @@ class BoneMap:
 
             {"format": "perennial-bone-map", "version": 1,      # optional
              "name": "mixamo", "scale": 0.01, "up": "+y", "forward": "+z",
+             "reference": "rest",                                  # optional
              "bones": {"root": "Hips", "upperleg01.L": "LeftUpLeg",
                        "foot.L": {"joint": "LeftFoot", "mode": "world"}, ...},
              "evaluate": {"upperleg01.L": "LeftUpLeg", ...}}       # optional
         """
         if not isinstance(data, dict):
             raise RetargetError(f"{where}: expected a JSON object")
-        known = {"format", "version", "name", "scale", "up", "forward", "bones", "evaluate"}
+        known = {"format", "version", "name", "scale", "up", "forward", "reference", "bones", "evaluate"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise RetargetError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -270,6 +296,7 @@ class BoneMap:
                 forward=str(data.get("forward", "+z")),
                 scale=scale,
                 name=str(data.get("name", where)),
+                reference=data.get("reference", "rest"),
             )
         except RetargetError as e:
             raise RetargetError(f"{where}: {e}") from None
@@ -316,6 +343,7 @@ def _cmu_map() -> BoneMap:
             f"foot.{side}": "world",
         }
         modes |= {f"upperleg01.{side}": "reach", f"lowerleg01.{side}": "reach"}
+        modes |= {f"upperarm01.{side}": "reach", f"lowerarm01.{side}": "reach"}
         modes |= {f"toe{k}-1.{side}": "inherit" for k in range(1, 6)}
     evaluate = {}
     for side, src in (("L", "Left"), ("R", "Right")):
@@ -325,7 +353,7 @@ def _cmu_map() -> BoneMap:
             f"foot.{side}": f"{src}Ankle",
             f"upperarm01.{side}": f"{src}Shoulder",
             f"lowerarm01.{side}": f"{src}Elbow",
-            f"wrist.{side}": f"{src}Wrist",
+            f"wrist.{side}": f"{src[0].lower()}hand",  # at the wrist, as {src}Wrist
         }
     evaluate["head"] = "Head"
     return BoneMap(bones, modes, evaluate, up="+y", forward="+z", scale=0.056444, name="cmu")

@@ -71,12 +71,15 @@ class BVH:
         motion: (F, C) float64 channel values, C = total channel count; rotations in
             degrees, positions in file units.
         path: file the data came from (for messages), or a label.
+        unit_scale: metres per file unit when the file says (an ASF's ``:units``),
+            else None (BVH has no unit; the skeleton's size tells).
     """
 
     joints: list[BVHJoint]
     frame_time: float
     motion: np.ndarray
     path: str = "<bvh>"
+    unit_scale: float | None = None
 
     @property
     def names(self) -> list[str]:
@@ -104,7 +107,7 @@ class BVH:
 
     def subset(self, frames: slice | np.ndarray) -> BVH:
         """The same hierarchy with a selection of frames (e.g. ``slice(0, 60)``)."""
-        return BVH(self.joints, self.frame_time, self.motion[frames].copy(), self.path)
+        return BVH(self.joints, self.frame_time, self.motion[frames].copy(), self.path, self.unit_scale)
 
     def index(self, name: str) -> int:
         """Index of the joint called ``name``.

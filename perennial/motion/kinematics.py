@@ -22,7 +22,13 @@ import numpy as np
 
 from perennial.motion.bvh import BVH
 
-__all__ = ["end_site_positions", "euler_to_matrix", "forward_kinematics", "local_transforms"]
+__all__ = [
+    "end_site_positions",
+    "euler_to_matrix",
+    "forward_kinematics",
+    "local_transforms",
+    "matrix_to_euler",
+]
 
 
 def _axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
@@ -56,6 +62,29 @@ def euler_to_matrix(order: str, degrees: np.ndarray) -> np.ndarray:
     for k in range(1, len(order)):
         out = out @ _axis_rotation(order[k], rad[..., k])
     return out
+
+
+def matrix_to_euler(order: str, R: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`euler_to_matrix` for three distinct axes.
+
+    Args:
+        order: three different axis letters, e.g. ``"ZYX"``.
+        R: (..., 3, 3) rotation matrices.
+
+    Returns:
+        (..., 3) angles in degrees, in ``order``, with the middle angle in [-90, 90];
+        at the middle angle's +-90 degrees (gimbal lock) the last angle is 0.
+    """
+    i, j, k = ("XYZ".index(a) for a in order)
+    if len({i, j, k}) != 3:
+        raise ValueError(f"rotation order {order!r} needs three different axes")
+    sign = 1.0 if (i, j, k) in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1.0
+    R = np.asarray(R, dtype=np.float64)
+    b = np.arcsin(np.clip(sign * R[..., i, k], -1.0, 1.0))
+    locked = np.abs(sign * R[..., i, k]) > 1 - 1e-12
+    a = np.where(locked, np.arctan2(sign * R[..., k, j], R[..., j, j]), np.arctan2(-sign * R[..., j, k], R[..., k, k]))
+    c = np.where(locked, 0.0, np.arctan2(-sign * R[..., i, j], R[..., i, i]))
+    return np.degrees(np.stack([a, b, c], -1))
 
 
 def local_transforms(

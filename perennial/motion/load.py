@@ -1,18 +1,39 @@
-"""Reading a motion clip from a file of either kind: a BVH (retargeted) or a clip ``.npz``.
+"""Reading a motion clip from a file of any kind: BVH or ASF/AMC (retargeted) or a clip ``.npz``.
 
-It sits above both :mod:`perennial.motion.clip` and :mod:`perennial.motion.retarget`
-(which builds clips), so the imports between them run one way.
+It sits above :mod:`perennial.motion.clip`, :mod:`perennial.motion.asf` and
+:mod:`perennial.motion.retarget` (which builds clips), so the imports between them
+run one way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from perennial.motion.bvh import read_bvh
+from perennial.motion.asf import read_amc
+from perennial.motion.bvh import BVH, read_bvh
 from perennial.motion.clip import MotionClip, MotionFormatError
 from perennial.motion.retarget import retarget
 
-__all__ = ["load_motion"]
+__all__ = ["MOTION_SUFFIXES", "load_motion", "read_skeleton_motion"]
+
+MOTION_SUFFIXES = (".bvh", ".amc", ".npz")
+"""File types a motion can be read from."""
+
+
+def read_skeleton_motion(path: str | Path, asf: str | Path | None = None) -> BVH:
+    """A ``.bvh`` file, or an ``.amc`` with its ``.asf`` (found beside it when ``asf`` is
+    None), as a :class:`~perennial.motion.bvh.BVH`.
+
+    Raises:
+        BVHError, ASFError: malformed file. MotionFormatError: another file type.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".bvh":
+        return read_bvh(path)
+    if suffix == ".amc":
+        return read_amc(path, asf)
+    raise MotionFormatError(f"{path}: not a skeleton motion file ({path.suffix!r}); expected .bvh or .amc")
 
 
 def load_motion(
@@ -20,27 +41,31 @@ def load_motion(
     fps: float | None = None,
     bone_map=None,
     rest=None,
+    asf: str | Path | None = None,
 ) -> MotionClip:
-    """A motion clip from a ``.bvh`` (parsed and retargeted) or a ``.npz`` clip.
+    """A motion clip from a ``.bvh`` or ``.amc`` (parsed and retargeted) or a ``.npz`` clip.
 
     Args:
-        path: ``.bvh`` or ``.npz`` file.
+        path: ``.bvh``, ``.amc`` or ``.npz`` file.
         fps: resample to this frame rate; keep the file's rate when None.
-        bone_map: for BVH files: a :class:`~perennial.motion.bonemap.BoneMap`, a
-            path to a JSON bone map, or None for the built-in CMU map.
-        rest: for BVH files: an :class:`~perennial.motion.rest.AnnyRestInfo`
+        bone_map: for BVH/AMC files: a :class:`~perennial.motion.bonemap.BoneMap`, a
+            path to a JSON bone map, ``"cmu"``, or None to recognise the skeleton.
+        rest: for BVH/AMC files: an :class:`~perennial.motion.rest.AnnyRestInfo`
             or an Anny template; cached rest information when None.
+        asf: for ``.amc`` files: the ``.asf`` skeleton (found beside it when None).
 
     Raises:
-        BVHError: malformed BVH. MotionFormatError: malformed .npz.
-        RetargetError: the bone map does not fit the BVH skeleton.
-        ValueError: another file type.
+        BVHError, ASFError: malformed file. MotionFormatError: malformed .npz or another
+        file type. RetargetError: the bone map does not fit, or the skeleton cannot be
+        recognised.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".bvh":
-        return retarget(read_bvh(path), rest, fps=fps, bone_map=bone_map)
+    if suffix in (".bvh", ".amc"):
+        return retarget(read_skeleton_motion(path, asf), rest, fps=fps, bone_map=bone_map)
     if suffix == ".npz":
         clip = MotionClip.load(path)
         return clip if fps is None else clip.resample(fps)
-    raise MotionFormatError(f"{path}: unsupported motion file type {path.suffix!r}; expected .bvh or .npz")
+    raise MotionFormatError(
+        f"{path}: unsupported motion file type {path.suffix!r}; expected .bvh, .amc or .npz"
+    )

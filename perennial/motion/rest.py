@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AnnyRestInfo", "anny_forward_joints", "rest_info", "sole_heights"]
 
-REST_SCHEMA = 1
+REST_SCHEMA = 2  # 2: sole points cover the whole foot up to the ankle (a foot lying on its side)
 
 
 @dataclass
@@ -41,7 +41,9 @@ class AnnyRestInfo:
         joints: (J, 3) bone heads of the identity pose (zero ``local-ref``
             rotations, root at the origin), metres, world axes.
         parents: (J,) parent index, -1 for the root.
-        sole_points: (N, 3) low foot vertices in the identity pose, metres.
+        sole_points: (N, 3) foot vertices below the ankle in the identity pose, metres
+            (the sole, and the sides and top of the foot, which touch the floor when
+            lying down).
         sole_bones: (N,) the bone each sole point follows rigidly (its dominant
             skinning bone).
     """
@@ -53,7 +55,7 @@ class AnnyRestInfo:
 
     @classmethod
     def from_template(
-        cls, template, sole_band: float = 0.05, max_points: int = 600
+        cls, template, sole_band: float = 0.12, max_points: int = 1200
     ) -> AnnyRestInfo:
         """Run the template once in its identity pose.
 

@@ -1,9 +1,13 @@
-"""Retargeting BVH motion onto Anny's ``anny`` rig, vectorised over frames.
+"""Retargeting skeleton motion (BVH, or ASF/AMC read as BVH) onto Anny's ``anny`` rig,
+vectorised over frames.
 
 Frames and units: the source is read in its own axes and units; the bone map
-(:class:`~perennial.motion.bonemap.BoneMap`) gives the rotation ``C`` from source
-axes to Anny's world frame (metres, Z up, the body faces -Y, its left is +X) and
-the metres per file unit.
+(:class:`~perennial.motion.bonemap.BoneMap`, given or recognised from the file by
+:mod:`perennial.motion.skeleton_detect`) gives the rotation ``C`` from source axes to
+Anny's world frame (metres, Z up, the body faces -Y, its left is +X) and the metres
+per file unit. Source positions are further scaled to Anny's leg length
+(:func:`~perennial.motion.retarget_plan.body_scale`), so a taller performer's steps
+fit Anny's legs.
 
 Model. Anny's ``local-ref`` forward kinematics, written with the *world delta*
 ``G_c`` of each bone (its posed world orientation times the transpose of its
@@ -14,14 +18,16 @@ reference orientation, the reference being the identity pose):
 - bone heads ``j_c = j_p + G_p @ (q_c - q_p)``, with ``q`` the identity-pose bone
   heads and ``j_0`` the root translation (:mod:`perennial.motion.rest`).
 
-A BVH joint's world rotation ``R_s`` is its rotation relative to the source rest
-pose (where every world rotation is the identity). A mapped Anny bone ``b`` driven
-by source joint ``s`` gets ``G_b = (C R_s C^T) A_b``, where the constant
-alignment ``A_b`` says how Anny's identity pose sits relative to the source rest
-pose for that bone; the bone's mode (``"aim"``, ``"reach"``, ``"inherit"``,
-``"world"``) chooses it, see :mod:`perennial.motion.bonemap`. A ``"reach"`` bone
-is, after its ``"aim"`` alignment, swung per frame to point from Anny's posed
-joint to the source's posed child joint.
+A BVH joint's world rotation ``R_s`` is measured against the source's reference
+pose (the rest pose, where every world rotation is the identity, or a frame for
+files whose rest is not a human pose: :mod:`perennial.motion.reference`). A mapped
+Anny bone ``b`` driven by source joint ``s`` gets ``G_b = (C R_s R_ref,s^T C^T) A_b``,
+where the constant alignment ``A_b`` says how Anny's identity pose sits relative to
+the source's reference pose for that bone; the bone's mode (``"aim"``, ``"reach"``,
+``"inherit"``, ``"world"``) chooses it, see :mod:`perennial.motion.bonemap` and
+:mod:`perennial.motion.retarget_plan`. A ``"reach"`` bone is, after its ``"aim"``
+alignment, swung per frame to point from Anny's posed joint to the source's posed
+child joint.
 
 Unmapped Anny bones *follow their parent*: their ``local-ref`` rotation is zero,
 so fingers, toes' outer phalanges, twist bones and the eyes keep their identity-pose
@@ -42,16 +48,17 @@ source world trajectory is kept, scaled to metres. Floor (z = 0), by ``floor``:
   touches z = 0 (never below the floor; may float when the source dips once).
 - ``"source"``: keep the source floor (source height 0 -> z = 0), no shift.
 
-Sole points are low foot vertices of Anny's mesh moved rigidly with their
+Sole points are foot vertices of Anny's mesh below the ankle moved rigidly with their
 dominant bone (a few millimetres from the skinned mesh).
 
 Legs use ``"reach"``: Anny's hips are wider than the CMU skeleton's, so swinging
 each thigh and shin onto the source's knee and ankle keeps the feet where the
 source's feet are (less foot sliding) at the cost of a couple of degrees of leg
-adduction. The CMU root uses ``"aim"``: the torso is tilted so that Anny's
-hip-centre -> shoulder-centre line matches the source's (the CMU skeleton has its
-shoulders ~5 cm behind its hips, Anny ~2 cm in front), the spine and neck inherit
-that tilt and the head keeps its world orientation.
+adduction; arms reach the source's elbows and wrists the same way (skeletons put
+their shoulders in different places). The root uses ``"aim"``: the torso is turned
+to best fit the directions from the root to the hips, shoulders, neck and head (the
+CMU skeleton has its shoulders ~5 cm behind its hips, Anny ~2 cm in front), the
+spine and neck inherit that tilt and the head keeps its world orientation.
 
 Everything per frame is batched numpy/torch; the Anny model is only run once to
 get the identity-pose skeleton and sole points
@@ -60,7 +67,6 @@ get the identity-pose skeleton and sole points
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +74,13 @@ import numpy as np
 import torch
 
 from perennial.body.rig import ANNY_BONES, ANNY_PARENTS
-from perennial.motion.bonemap import BoneMap, RetargetError, resolve_bone_map
+from perennial.motion.bonemap import BoneMap
 from perennial.motion.bvh import BVH
 from perennial.motion.clip import MotionClip, quat_to_rotvec, rotmat_to_quat
 from perennial.motion.kinematics import forward_kinematics
-from perennial.motion.rest import AnnyRestInfo, anny_forward_joints, rest_info, sole_heights
+from perennial.motion.rest import anny_forward_joints, rest_info, sole_heights
+from perennial.motion.retarget_plan import make_plan, min_rotation_batch
+from perennial.motion.skeleton_detect import bone_map_for
 
 __all__ = ["local_ref_from_world", "retarget", "retarget_world"]
 
@@ -81,48 +89,6 @@ CONTACT_PERCENTILE = 20.0
 """``floor="contact"`` puts this percentile of the per-frame lowest sole point at z = 0."""
 LIFT_SMOOTHING_S = 0.1
 """Radius in seconds of the smooth root lift that keeps soles above the floor."""
-
-
-# ---------------------------------------------------------------------------
-# rotation helpers
-
-
-def _min_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(3, 3) smallest rotation taking direction ``a`` onto direction ``b``."""
-    a = a / np.linalg.norm(a)
-    b = b / np.linalg.norm(b)
-    axis = np.cross(a, b)
-    s, c = np.linalg.norm(axis), float(a @ b)
-    if s < 1e-12:
-        if c > 0:
-            return np.eye(3)
-        # opposite: half turn about any axis perpendicular to a
-        perp = np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0])
-        axis, s, c = perp / np.linalg.norm(perp), 1.0, -1.0
-        angle = np.pi
-    else:
-        angle = np.arctan2(s, c)
-        axis = axis / s
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
-def _min_rotation_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(F, 3, 3) smallest rotations taking directions ``a`` (F, 3) onto ``b`` (F, 3).
-
-    Near-opposite pairs (never met by a swing correction) get the identity.
-    """
-    a = a / np.linalg.norm(a, axis=-1, keepdims=True).clip(1e-12)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True).clip(1e-12)
-    v = np.cross(a, b)
-    c = (a * b).sum(-1)
-    K = np.zeros(a.shape[:-1] + (3, 3))
-    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
-    K[..., 1, 0], K[..., 2, 0], K[..., 2, 1] = v[..., 2], -v[..., 1], v[..., 0]
-    # Rodrigues with sin = |v|, 1 - cos: R = I + K + K^2 / (1 + c)
-    k = np.where(c > -0.999, 1.0 / (1.0 + c).clip(1e-3), 0.0)[..., None, None]
-    R = np.eye(3) + K + (K @ K) * k
-    return np.where((c > -0.999)[..., None, None], R, np.eye(3))
 
 
 def local_ref_from_world(G: torch.Tensor, parents) -> torch.Tensor:
@@ -142,135 +108,6 @@ def local_ref_from_world(G: torch.Tensor, parents) -> torch.Tensor:
     return D
 
 
-# ---------------------------------------------------------------------------
-# the retargeting plan (per skeleton + map) and its application (per frame)
-
-
-@dataclass
-class _Plan:
-    mapped: np.ndarray  # (M,) Anny bone ids that are mapped
-    src: np.ndarray  # (M,) source joint per mapped bone
-    align: np.ndarray  # (M, 3, 3)
-    driver: np.ndarray  # (J,) position in `mapped` of the bone that drives each Anny bone
-    reach: list[tuple[int, int, np.ndarray]]  # (mapped position, source target joint, Anny segment)
-    hips_src: np.ndarray  # (K,) source joints of the hip anchors (may be empty)
-    hips_anny: np.ndarray  # (3,) Anny hip midpoint relative to the root, identity pose
-    root_src: int
-    C: np.ndarray
-    scale: float
-
-
-def _torso_alignment(bvh: BVH, bmap: BoneMap, q: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """Root alignment turning Anny's hip-centre -> shoulder-centre line onto the source's."""
-    pairs = [(f"upperleg01.{s}", f"upperarm01.{s}") for s in "LR"]
-    if not all(h in bmap.bones and a in bmap.bones for h, a in pairs):
-        return np.eye(3)
-    p0, _ = forward_kinematics(bvh, rest=True)
-    ids = {k: ANNY_BONES.index(k) for pair in pairs for k in pair}
-    v_a = np.mean([q[ids[a]] - q[ids[h]] for h, a in pairs], 0)
-    v_s = np.mean(
-        [p0[0, bvh.index(bmap.bones[a])] - p0[0, bvh.index(bmap.bones[h])] for h, a in pairs], 0
-    )
-    return _min_rotation(v_a, C @ v_s)
-
-
-def _plan(bvh: BVH, bmap: BoneMap, rest: AnnyRestInfo) -> _Plan:
-    bmap.check(bvh)
-    mapped_src = [bvh.index(s) for s in bmap.bones.values()]
-    p0, _ = forward_kinematics(bvh, rest=True)
-    if len(mapped_src) > 1 and not np.ptp(p0[0, mapped_src], axis=0).max() > 1e-9:
-        raise RetargetError(f"{bvh.path}: the mapped joints all sit at one point in the rest pose (every OFFSET "
-                            "is zero?); there is no skeleton shape to retarget from")  # fmt: skip
-    C = bmap.axes()
-    names = {n: i for i, n in enumerate(bvh.names)}
-    src_par = np.asarray(bvh.parents)
-    offs = bvh.offsets
-    J = len(ANNY_BONES)
-    par = np.asarray(ANNY_PARENTS)
-    children: list[list[int]] = [[] for _ in range(J)]
-    for c in range(1, J):
-        children[par[c]].append(c)
-    src_of = {ANNY_BONES.index(b): names[s] for b, s in bmap.bones.items()}
-    q = rest.joints
-
-    def first_mapped_below(b: int, s: int) -> list[int]:
-        """First mapped bones on every path below b, passing through bones mapped to s."""
-        out, stack = [], list(children[b])
-        while stack:
-            c = stack.pop()
-            if c in src_of and src_of[c] != s:
-                out.append(c)
-            else:
-                stack.extend(children[c])
-        return out
-
-    align: dict[int, np.ndarray] = {}
-    reach: list[tuple[int, int, np.ndarray]] = []
-    driver = np.zeros(J, dtype=np.int64)
-    mapped = sorted(src_of)
-    pos_in = {b: i for i, b in enumerate(mapped)}
-    for b in range(J):  # parents before children
-        if b not in src_of:
-            driver[b] = driver[par[b]]
-            continue
-        driver[b] = pos_in[b]
-        anc = par[b]
-        while anc >= 0 and anc not in src_of:
-            anc = par[anc]
-        A_par = align[anc] if anc >= 0 else np.eye(3)
-        mode = bmap.mode(ANNY_BONES[b])
-        if b == 0 and mode in ("aim", "reach"):
-            align[b] = _torso_alignment(bvh, bmap, q, C)
-            continue
-        if mode == "world":
-            align[b] = np.eye(3)
-            continue
-        align[b] = A_par
-        if mode == "inherit":
-            continue
-        s = src_of[b]
-        groups: dict[int, list[int]] = {}
-        for c in first_mapped_below(b, s):
-            # the source segment: s -> its child k, when c's joint sits on k
-            # (k itself or below it through zero offsets)
-            k = src_of[c]
-            while k >= 0 and src_par[k] != s and np.linalg.norm(offs[k]) < 1e-9:
-                k = src_par[k]
-            if k >= 0 and src_par[k] == s and np.linalg.norm(offs[k]) > 1e-9:
-                groups.setdefault(k, []).append(c)
-        best = None
-        for k, cs in groups.items():
-            v_a = A_par @ (q[cs].mean(0) - q[b])
-            v_s = C @ offs[k]
-            if np.linalg.norm(v_a) < 1e-9:
-                continue
-            cos = v_a @ v_s / (np.linalg.norm(v_a) * np.linalg.norm(v_s))
-            if best is None or cos > best[0]:
-                best = (cos, v_a, v_s, k, q[cs].mean(0) - q[b])
-        if best is not None:
-            align[b] = _min_rotation(best[1], best[2]) @ A_par
-            if mode == "reach":
-                reach.append((pos_in[b], best[3], best[4]))
-    hip_bones = [ANNY_BONES.index(f"upperleg01.{s}") for s in "LR"]
-    if all(h in src_of for h in hip_bones):
-        hips_src = np.array([src_of[h] for h in hip_bones])
-        hips_anny = q[hip_bones].mean(0) - q[0]
-    else:
-        hips_src, hips_anny = np.zeros(0, dtype=np.int64), np.zeros(3)
-    return _Plan(
-        mapped=np.array(mapped),
-        src=np.array([src_of[b] for b in mapped]),
-        align=np.stack([align[b] for b in mapped]),
-        reach=reach,
-        driver=driver,
-        hips_src=hips_src,
-        hips_anny=hips_anny,
-        root_src=src_of[0],
-        C=C,
-        scale=float(bmap.scale),
-    )
-
-
 def retarget_world(
     bvh: BVH,
     rest=None,
@@ -283,8 +120,8 @@ def retarget_world(
     Args:
         bvh: the source motion.
         rest: Anny rest information (or a template); cached default when None.
-        bone_map: :class:`BoneMap`, JSON path, or None for
-            :data:`~perennial.motion.bonemap.CMU_BONE_MAP`.
+        bone_map: :class:`BoneMap`, JSON path, ``"cmu"``, or None to recognise the
+            skeleton (:func:`~perennial.motion.skeleton_detect.detect_skeleton`).
         floor: ``"contact"``, ``"lowest"`` or ``"source"`` (see the module docstring).
         frames: optional frame selection of the BVH.
 
@@ -294,14 +131,14 @@ def retarget_world(
         ``max_lift_m``: the extra root lift that kept soles above the floor).
     """
     rest = rest_info(rest)
-    bmap = resolve_bone_map(bone_map)
+    bmap = bone_map_for(bvh, bone_map, rest)
     if floor not in FLOOR_MODES:
         raise ValueError(f"floor must be one of {FLOOR_MODES}, got {floor!r}")
-    plan = _plan(bvh, bmap, rest)
+    plan = make_plan(bvh, bmap, rest)
     pos, rot = forward_kinematics(bvh, frames)
     C = plan.C
-    # world deltas of the mapped bones: G = C R_s C^T A
-    Gm = C @ rot[:, plan.src] @ C.T @ plan.align  # (F, M, 3, 3)
+    # world deltas of the mapped bones: G = C R_s R_ref^T C^T A
+    Gm = C @ rot[:, plan.src] @ plan.post  # (F, M, 3, 3)
     G = Gm[:, plan.driver]  # (F, J, 3, 3)
     P = plan.scale * pos @ C.T  # (F, Js, 3) metres, Anny axes
     if len(plan.hips_src):
@@ -311,11 +148,13 @@ def retarget_world(
     for m, k, seg in plan.reach:  # parents first
         b = plan.mapped[m]
         j_b = anny_forward_joints(G, trans, rest, upto=b)
-        swing = _min_rotation_batch(Gm[:, m] @ seg, P[:, k] - j_b)
+        swing = min_rotation_batch(Gm[:, m] @ seg, P[:, k] - j_b)
         Gm[:, m] = swing @ Gm[:, m]
         G[:, plan.driver == m] = Gm[:, m, None]
     info: dict[str, Any] = {
         "bone_map": bmap.name,
+        "reference_frame": plan.reference_frame,
+        "body_scale": plan.scale / bmap.scale,
         "floor_shift_m": 0.0,
         "lifted_frames": 0,
         "max_lift_m": 0.0,
@@ -364,7 +203,8 @@ def retarget(
         bvh: parsed BVH (:func:`perennial.motion.bvh.read_bvh`).
         rest: :class:`AnnyRestInfo`, an Anny template, or None for the cached default.
         fps: resample the result to this frame rate (slerp); the BVH's rate when None.
-        bone_map: :class:`BoneMap`, a JSON bone-map path, ``"cmu"`` or None (CMU).
+        bone_map: :class:`BoneMap`, a JSON bone-map path, ``"cmu"``, or None to
+            recognise the skeleton from its names and shape.
         floor: ``"contact"`` (default), ``"lowest"`` or ``"source"``, see the
             module docstring.
 
@@ -372,9 +212,12 @@ def retarget(
         A :class:`MotionClip` (``local-ref`` rotvec, root translation in metres).
 
     Raises:
-        RetargetError: the bone map is malformed or names joints the BVH lacks.
+        RetargetError: the bone map is malformed or names joints the BVH lacks;
+            :class:`~perennial.motion.skeleton_detect.SkeletonError` (a RetargetError) when
+            no map is given and the skeleton cannot be recognised.
     """
-    bmap = resolve_bone_map(bone_map)
+    rest = rest_info(rest)
+    bmap = bone_map_for(bvh, bone_map, rest)
     G, trans, _ = retarget_world(bvh, rest, bmap, floor)
     mapped = torch.tensor([ANNY_BONES.index(b) for b in bmap.bones])
     Gt = torch.from_numpy(G)
