@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 $(BIN)/perennial: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,8 +22,14 @@ setup: $(BIN)/perennial
 demo: setup
 	$(BIN)/perennial demo --out out/demo
 
-test: setup
-	$(BIN)/python -m pytest tests
+# Debian's Chromium for the web viewer's browser test (tests/test_viewer.py; installed as root, as in CI)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium) || \
+		(echo "make test: the viewer's browser test needs Debian's chromium: apt-get install chromium (as root)"; exit 1)
+
+test: setup browser
+	PERENNIAL_BROWSER_TESTS=required $(BIN)/python -m pytest tests
 
 lint: setup
 	$(BIN)/ruff check perennial tests

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     from perennial.cli_motion import add_motion_commands
     from perennial.cli_store import add_store_commands
     from perennial.cli_train import add_train_commands
+    from perennial.cli_view import add_view_commands
     from perennial.demo import DemoConfig
 
     p = argparse.ArgumentParser(
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_motion_commands(sub)
     add_store_commands(sub)
+    add_view_commands(sub)
     return p
 
 
