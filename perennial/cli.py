@@ -51,21 +51,23 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
+    from perennial.cli_motion import bench_motion
     from perennial.evaluate import bench
 
     runs = {
         "body": lambda: bench.bench_body(repeats=a.repeats),
         "raycast": lambda: bench.bench_raycast(repeats=a.repeats),
         "synth": lambda: bench.bench_synth(),
-        "motion": lambda: __import__("perennial.cli_motion", fromlist=["x"]).bench_motion(a.bvh, strip=a.strip),
+        "motion": lambda: bench_motion(a.bvh, strip=a.strip),
         "triplane": lambda: bench.bench_triplane(repeats=a.repeats),
         "speed": lambda: _bench_speed(a),
         "continual": lambda: _bench_continual(a),
         "sheet": lambda: _bench_sheet(a),
+        "fewshot": lambda: _bench_fewshot(a),
     }
     from perennial.numerics import numeric_path
 
-    names = [n for n in runs if n not in ("motion", "continual", "triplane", "sheet")] if a.what == "all" else [a.what]
+    names = [n for n in runs if n not in ("motion", "continual", "triplane", "sheet", "fewshot")] if a.what == "all" else [a.what]
     results = {"numeric_path": numeric_path()}
     print(f"numeric path (autocast=auto): {results['numeric_path']}")
     for name in names:
@@ -114,6 +116,18 @@ def _bench_sheet(a: argparse.Namespace) -> dict:
     return {"sheet": str(path)}
 
 
+def _bench_fewshot(a: argparse.Namespace) -> dict:
+    from perennial.evaluate.fewshot_bench import FewshotBenchConfig, run_fewshot_bench
+
+    cfg = FewshotBenchConfig.quick() if a.quick else FewshotBenchConfig()
+    if a.budgets:
+        cfg.budgets = tuple(a.budgets)
+    out = a.out or "out/bench-fewshot"
+    res = run_fewshot_bench(out, cfg)
+    print((Path(out) / "fewshot.md").read_text())
+    return {f"{n}.{k}": x for n, m in res["summary"].items() for k, x in m.items()}
+
+
 def _bench_continual(a: argparse.Namespace) -> dict:
     from perennial.evaluate.continual_bench import (
         ContinualBenchConfig,
@@ -122,6 +136,7 @@ def _bench_continual(a: argparse.Namespace) -> dict:
     )
 
     cfg = ContinualBenchConfig.quick() if a.quick else ContinualBenchConfig()
+    a.out = a.out or "out/bench-continual"
     res = run_continual_bench(a.out, cfg)
     print(format_summary(res))
     print(f"wrote {a.out}/continual.json, continual.md, continual.png")
@@ -165,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "time of the 8-camera x 30-frame 256 px capture (s); motion: retargeting "
                                    "figures of BVH clips and bank import speed; speed: field avatar render "
                                    "FPS at 256/512 px and training steps/s; triplane: embedding-bag lookup vs grid_sample (ms).")  # fmt: skip
-    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "triplane", "speed", "continual", "sheet",
-                                    "all"])  # fmt: skip
-    b.add_argument("--quick", action="store_true", help="continual: small and fast (about 10 min)")
-    b.add_argument("--out", default="out/bench-continual", help="continual: output folder (default: out/bench-continual)")
+    b.add_argument("what", choices=["body", "raycast", "synth", "motion", "triplane", "speed", "continual", "fewshot",
+                                    "sheet", "all"])  # fmt: skip
+    b.add_argument("--quick", action="store_true", help="continual, fewshot: small and fast (minutes)")
+    b.add_argument("--out", help="continual, fewshot: output folder (default: out/bench-continual, out/bench-fewshot)")
+    b.add_argument("--budgets", nargs="+", type=float, metavar="SECONDS",
+                   help="fewshot: wall-clock budgets of a learn (default: 15 30 60 120 240)")  # fmt: skip
     b.add_argument("--method", default="field", choices=["field", "texture"],
                    help="speed: which kind of avatar (default: field); texture prints per-stage times")  # fmt: skip
     b.add_argument("--avatar", help="speed: time this avatar instead of a fresh (untrained) one")

@@ -182,7 +182,8 @@ def add_train_commands(sub) -> None:
     c.add_argument("avatar", help="avatar folder to create")
     c.add_argument("--capture", required=True, help="perennial-capture folder")
     c.add_argument("--method", default="field", choices=sorted(METHODS), help="avatar method (default: field)")
-    add_options(c, preset(field, "create"), TRAIN_OPTIONS, TRAIN_FLAGS, note="for field avatars")
+    add_options(c, preset(field, "create"), [*TRAIN_OPTIONS, "meta.iterations"],
+                {**TRAIN_FLAGS, "meta.iterations": "--meta-iterations"}, note="for field avatars")  # fmt: skip
     add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map"],
                 note="for texture avatars")  # fmt: skip
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")

@@ -50,14 +50,14 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _paths(config: Any, prefix: str = "") -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every leaf field of a config tree: ``{"engine.steps": (owner config, field)}``."""
+    """Every field of a config tree, nested configs and their fields:
+    ``{"engine": (owner, field), "engine.steps": (owner config, field), ...}``."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        out[f"{prefix}{f.name}"] = (config, f)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             out.update(_paths(value, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = (config, f)
     return out
 
 

@@ -27,9 +27,9 @@ def run(*args):
 
 
 def test_create_learns_and_round_trips(tmp_path, tiny_capture, template):
-    create_avatar(tmp_path / "zero", tiny_capture, preset("field", "create", steps=1, rays_per_step=64),
+    create_avatar(tmp_path / "zero", tiny_capture, preset("field", "create", meta=None, steps=1, rays_per_step=64),
                               progress=False, template=template)  # fmt: skip
-    v = create_avatar(tmp_path / "av", tiny_capture, preset("field", "create", steps=150, rays_per_step=512),
+    v = create_avatar(tmp_path / "av", tiny_capture, preset("field", "create", meta=None, steps=150, rays_per_step=512),
                       progress=False, template=template)  # fmt: skip
     assert v.number == 1 and v.state["appearances"][0]["name"] == "outfit-a"
     assert not (tmp_path / "av" / "checkpoint").exists()
@@ -52,7 +52,7 @@ def test_groups(tiny_capture):
 
 
 def test_create_refuses_existing_and_resumes(tmp_path, tiny_capture, template):
-    cfg = preset("field", "create", steps=20, rays_per_step=128, checkpoint_every=10)
+    cfg = preset("field", "create", meta=None, steps=20, rays_per_step=128, checkpoint_every=10)
     create_avatar(tmp_path / "av", tiny_capture, cfg, progress=False, template=template)
     before = (tmp_path / "av" / "versions" / "1" / "weights.safetensors").read_bytes()
     with pytest.raises(AvatarError, match="exists already"):
@@ -86,7 +86,8 @@ def test_create_refuses_existing_and_resumes(tmp_path, tiny_capture, template):
 
 def test_cli_create_render_eval(tmp_path, tiny_capture):
     av = tmp_path / "av"
-    r = run("create", str(av), "--capture", str(tiny_capture.root), "--steps", "30", "--rays", "256", "--quiet")
+    r = run("create", str(av), "--capture", str(tiny_capture.root), "--steps", "30", "--rays", "256", "--meta-iterations",
+            "0", "--quiet")  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = run("render", str(av), "--appearance", "outfit-a", "--capture", str(tiny_capture.root), "--out", str(tmp_path / "png"), "--quiet")
     assert r.returncode == 0, r.stderr

@@ -27,7 +27,7 @@ def captures(tmp_path_factory, template):
 @pytest.fixture(scope="module")
 def base_avatar(tmp_path_factory, captures, template):
     path = tmp_path_factory.mktemp("av") / "base"
-    create_avatar(path, captures[0], preset("field", "create", steps=120, rays_per_step=512), progress=False, template=template)
+    create_avatar(path, captures[0], preset("field", "create", meta=None, steps=120, rays_per_step=512), progress=False, template=template)
     return path
 
 

@@ -132,3 +132,15 @@ def test_field_method_learns_a_tiny_capture(tmp_path, template, autocast):
     assert after > before + 5.0, (before, after)
     assert res.steps_run > 140 and res.train_psnr > 20.0
     assert torch.mean((out.alpha - cap.load_mask(view)) ** 2) < 0.02
+
+
+def test_a_time_budget_stops_the_run_and_drives_the_schedule():
+    model, term = toy()
+    cfg = EngineConfig(steps=10_000_000, checkpoint_every=0, monitor="fit", seconds=0.5, lr_final=0.01)
+    import time
+
+    t0 = time.perf_counter()
+    res = train(model, {"all": (list(model.parameters()), 0.05)}, [term], {"fit": 1.0}, cfg, progress=False)
+    assert 0 < res.steps_run < 10_000_000 and time.perf_counter() - t0 < 5.0
+    with pytest.raises(ConfigError, match="seconds must be >= 0"):
+        EngineConfig(seconds=-1.0)

@@ -52,7 +52,7 @@ def setup(tmp_path_factory, template):
     a = synthesize(root / "a", SynthConfig(cameras=3, frames=2, size=32, supersample=1), progress=False)
     b = synthesize(root / "b", SynthConfig(appearance="outfit-b", cameras=3, frames=1, size=32, supersample=1,
                                            test_camera_every=0, test_frame_every=0), progress=False)  # fmt: skip
-    create_avatar(root / "base", a, preset("field", "create", steps=10, rays_per_step=64), progress=False,
+    create_avatar(root / "base", a, preset("field", "create", meta=None, steps=10, rays_per_step=64), progress=False,
                   template=template)  # fmt: skip
     return root, b
 

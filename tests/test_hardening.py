@@ -31,7 +31,7 @@ def caps(tmp_path_factory, template):
 def base(tmp_path_factory, caps):
     """An avatar whose first appearance has a '.' in its name (version 1)."""
     av = tmp_path_factory.mktemp("base") / "av"
-    assert main(["create", str(av), "--capture", str(caps[0]), *QUICK]) == 0
+    assert main(["create", str(av), "--capture", str(caps[0]), *QUICK, "--meta-iterations", "0"]) == 0
     return av
 
 

@@ -55,7 +55,7 @@ def setup(tmp_path_factory, template):
     b = synthesize(root / "b", SynthConfig(appearance="outfit-b", cameras=5, frames=1, size=32, supersample=1,
                                            test_camera_every=0, test_frame_every=0), progress=False)  # fmt: skip
     base = root / "base"
-    create_avatar(base, a, preset("field", "create", steps=20, rays_per_step=256), progress=False, template=template)
+    create_avatar(base, a, preset("field", "create", meta=None, steps=20, rays_per_step=256), progress=False, template=template)
     avatar, _, _ = load_field_avatar(AvatarStore(base), template=template)
     view = a.views[0]
     rv, tr, _ = a.body_params(view.frame)

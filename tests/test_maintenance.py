@@ -31,7 +31,7 @@ from perennial.learn.checkpoint import CheckpointError
 from perennial.learn.create import create_avatar
 from perennial.learn.methods import preset
 
-STEPS = ["--steps", "30", "--rays", "128", "--quiet"]
+STEPS = ["--steps", "30", "--rays", "128", "--meta-iterations", "0", "--quiet"]  # create only
 CHECKPOINT = ["--checkpoint-every", "5"]
 
 
@@ -335,7 +335,7 @@ def test_disk_full(tmp_path, made, cap, template, capsys, monkeypatch):
     assert rc == 2 and f"{new / 'versions' / '1'}: cannot write (No space left on device)" in err
     assert list(new.iterdir()) == []
     # disk full while writing a checkpoint of a resumed create: a clear error, the previous checkpoint stays
-    cfg = preset("field", "create", steps=12, rays_per_step=64, checkpoint_every=5)
+    cfg = preset("field", "create", meta=None, steps=12, rays_per_step=64, checkpoint_every=5)
     from perennial.learn import engine
 
     real_ckpt = engine.save_checkpoint

@@ -83,6 +83,7 @@ def save_field_avatar(
         for k in ("rotvec", "translation"):  # the field models the body only: no facial actions
             tensors[f"replay.{field.keys[name]}.{k}"] = t[k].float()
     state = {
+        **({"prior": avatar.prior_info or {}} if field.prior is not None else {}),
         "method": METHOD,
         "field_config": dataclasses.asdict(avatar.config),
         "render_config": dataclasses.asdict(avatar.render_config),
@@ -125,6 +126,9 @@ def load_field_avatar(
         avatar = FieldAvatar(template, st.get("phenotype") or meta["body"].get("phenotype"), names, fcfg, rcfg, keys)
     except (TypeError, ValueError) as e:  # a config of the wrong shape or type; ConfigError is a ValueError
         raise AvatarError(f"{where}: field_config / render_config / phenotype: {e}") from None
+    if "prior" in st:  # a meta-learned starting point of new appearances (perennial.learn.meta)
+        avatar.field.ensure_prior()
+        avatar.prior_info = st["prior"]
     for a in records:  # shared-local avatars: one tri-plane read by several appearances
         if "triplane_of" in a:
             avatar.field.appearance(a["name"]).triplane = avatar.field.appearance(a["triplane_of"]).triplane

@@ -58,7 +58,8 @@ class ContinualBenchConfig:
         return ContinualBenchConfig(size=96, base_cameras=6, base_frames=6, create_steps=600, learn_steps=200, max_test_views=8)
 
 
-def _captures(root: Path, cfg: ContinualBenchConfig) -> list:
+def synth_captures(root: Path, cfg) -> list:
+    """Appearance A (``cfg.base_cameras`` x ``cfg.base_frames``) and B, C, D (5 training images each), at ``cfg.size``."""
     caps = [synthesize(root / APPEARANCES[0], SynthConfig(appearance=APPEARANCES[0], cameras=cfg.base_cameras,
                        frames=cfg.base_frames, size=cfg.size), overwrite=True, progress=False)]  # fmt: skip
     for name, motion in zip(APPEARANCES[1:], NEW_MOTIONS):
@@ -107,7 +108,7 @@ def run_continual_bench(out: str | Path, cfg: ContinualBenchConfig, progress: bo
     t0 = time.perf_counter()
     log = print if progress else (lambda *a, **k: None)
     log(f"synthesising {len(APPEARANCES)} captures ...")
-    caps = _captures(out / "captures", cfg)
+    caps = synth_captures(out / "captures", cfg)
     base = out / "avatars" / "base"
     if base.exists():
         shutil.rmtree(base)

@@ -100,10 +100,12 @@ def _train_and_write(store, capture, config, m, pixels, digest, resume, progress
     result = train(avatar, groups, terms, config.loss_weights, config.engine, store.root / "checkpoint",
                    tag={"action": "create", "appearance": name}, resume=resume, progress=progress,
                    desc=f"training {name}")  # fmt: skip
+    finished = m.finish(avatar, config, progress)
     record, poses = appearance_record(capture, digest)
     entry = {"action": "create", "appearance": name, "strategy": "create", "method": m.name,
              "train": dataclasses.asdict(config), "seconds": time.perf_counter() - t0}  # fmt: skip
-    version = m.save(store, avatar, [record], {name: poses}, entry, {"train": result.as_dict()}, switch=False)
+    version = m.save(store, avatar, [record], {name: poses}, entry, {"train": result.as_dict(), **finished},
+                     switch=False)  # fmt: skip
     # the checkpoint goes before `current` moves: a kill in between is finished by --resume (above)
     shutil.rmtree(store.root / "checkpoint", ignore_errors=True)
     store.switch(version.number)

@@ -54,6 +54,10 @@ class EngineConfig:
     """Seed of every random draw of the run (batches, replay, distillation)."""
     monitor: str = "rgb"
     """Loss shown as PSNR in the progress bar and the summary (a mean squared error of colours)."""
+    seconds: float = 0.0
+    """Wall-clock budget of the run, seconds (0: none): the run stops at ``steps`` or when the
+    budget is spent, whichever comes first, and the learning rates decay over whichever of the
+    two is further along."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -62,6 +66,8 @@ class EngineConfig:
             raise ConfigError(f"lr_final must be in (0, 1], got {self.lr_final!r}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every!r}")
+        if not self.seconds >= 0:
+            raise ConfigError(f"seconds must be >= 0, got {self.seconds!r}")
 
 
 class Term(Protocol):
@@ -186,7 +192,13 @@ def train(
     bar = progress_bar(range(start, config.steps), total=config.steps, initial=start, desc=desc,
                        unit="step", enabled=progress)  # fmt: skip
     for step in bar:
-        decay = config.lr_final ** (step / max(config.steps - 1, 1))
+        done = step / max(config.steps - 1, 1)
+        if config.seconds:
+            spent = (time.perf_counter() - t0) / config.seconds
+            if spent >= 1:
+                break
+            done = max(done, spent)
+        decay = config.lr_final ** done
         for g, lr in zip(optim.param_groups, base):
             g["lr"] = lr * decay
         losses: dict[str, Tensor] = {}

@@ -39,6 +39,7 @@ from perennial.learn.field_terms import (
     TriplaneTV,
 )
 from perennial.learn.fisher import FisherConfig, FisherPhotometric
+from perennial.learn.meta import MetaConfig
 from perennial.learn.replay import PastViews
 from perennial.render.camera import Camera
 
@@ -117,6 +118,9 @@ class FieldTrainConfig:
     """Joint training on past images (None: off)."""
     distill: DistillConfig | None = None
     """Pose distillation (None: off)."""
+    meta: MetaConfig | None = None
+    """After ``create``: meta-learn the starting point of future appearances (:mod:`perennial.learn.meta`;
+    None or 0 iterations: none)."""
     fisher: FisherConfig | None = None
     """Fisher-weighted loss and ray sampling of the new appearance (:mod:`perennial.learn.fisher`; None: off)."""
     share_triplane: bool = False
@@ -141,7 +145,7 @@ def _learn(**kw) -> FieldTrainConfig:
 
 
 PRESETS = {
-    "create": lambda: FieldTrainConfig(engine=EngineConfig(steps=6000, checkpoint_every=500)),
+    "create": lambda: FieldTrainConfig(engine=EngineConfig(steps=6000, checkpoint_every=500), meta=MetaConfig()),
     "replay": lambda: _learn(lr=dict(_LEARN_LR), replay=ReplayConfig(), distill=DistillConfig(),
                              loss_weights={**_REPLAY_WEIGHTS, "distill": 10.0}),
     "finetune": lambda: _learn(lr={"appearance": 5e-3, "shared": 5e-3, "pose": 1e-5}),

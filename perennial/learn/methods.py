@@ -54,6 +54,10 @@ class Method(Protocol):
         """Add appearance ``name`` if new and return the engine's (parameter groups, terms)."""
         ...
 
+    def finish(self, avatar: nn.Module, config: Any, progress: bool) -> dict:
+        """After a create's training, before it is saved (e.g. meta-learning); returns metrics."""
+        ...
+
 
 class FieldMethod:
     """The MaintaAvatar-style radiance-field avatar (:mod:`perennial.avatar.field`)."""
@@ -88,6 +92,15 @@ class FieldMethod:
         rays = fm.training_rays(capture, pixels, config)
         rows = [capture.frame_row(f) for f in sorted({v.view.frame for v in pixels})]
         return fm.plan(avatar, name, rays, capture.body.rotvec[rows], past, config)
+
+
+    def finish(self, avatar: FieldAvatar, config: fm.FieldTrainConfig, progress: bool) -> dict:
+        if config.meta is None or config.meta.iterations == 0:
+            return {}
+        from perennial.learn.meta import meta_learn_prior
+
+        avatar.prior_info = meta_learn_prior(avatar, config.meta, progress)
+        return {"meta": avatar.prior_info}
 
 
 def _joint_sources(records: list[dict], config: fm.FieldTrainConfig) -> dict:

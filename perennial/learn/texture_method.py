@@ -185,3 +185,6 @@ class TextureMethod:
         if len(images) == 0:
             raise ConfigError(f"{capture.root}: no training view shows the person (every mask is empty)")
         return plan(avatar, name, images, teacher, past, config)
+
+    def finish(self, avatar, config: TextureTrainConfig, progress: bool) -> dict:
+        return {}

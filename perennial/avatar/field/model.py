@@ -155,6 +155,8 @@ class CanonicalField(nn.Module):
         self.appearances = nn.ModuleDict()
         self.keys: dict[str, str] = {}
         """Appearance name -> its key in :attr:`appearances`."""
+        self.prior: Appearance | None = None
+        """Starting point of new appearances, meta-learned (:mod:`perennial.learn.meta`); None: fresh."""
         for i, name in enumerate(appearances):
             self.add_appearance(name, key=None if keys is None else keys[i])
 
@@ -195,10 +197,23 @@ class CanonicalField(nn.Module):
         app = Appearance(self.config)
         if like is not None:
             app.load_state_dict(self.appearance(like).state_dict())
+        elif self.prior is not None:  # the meta-learned starting point (perennial.learn.meta)
+            app.load_state_dict(self.prior.state_dict())
         device = next(self.trunk.parameters()).device
         self.appearances[key] = app.to(device)
         self.keys[name] = key
         return self.appearances[key]
+
+    def remove_appearance(self, name: str) -> None:
+        """Forget appearance ``name`` (its storage goes)."""
+        key = self.keys.pop(name)
+        del self.appearances[key]
+
+    def ensure_prior(self) -> Appearance:
+        """The prior new appearances start from (``self.prior``), created fresh if missing."""
+        if self.prior is None:
+            self.prior = Appearance(self.config).to(next(self.trunk.parameters()).device)
+        return self.prior
 
     def forward(self, points: Tensor, appearance: str) -> tuple[Tensor, Tensor]:
         """Density and colour at canonical points.
@@ -261,6 +276,8 @@ class FieldAvatar(nn.Module):
         self.corrector = PoseCorrector(template.bone_names, width=self.config.pose_width)
         self.field = CanonicalField(self.config, appearances, keys)
         self._caster = None  # the ray caster reused by render_image (not state: rebuilt on demand)
+        self.prior_info: dict | None = None
+        """How ``field.prior`` was learned (``state.json: prior``), when there is one."""
 
     @property
     def appearance_names(self) -> list[str]:
