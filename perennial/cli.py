@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="continual, fewshot: small and fast (minutes)")
     b.add_argument("--out", help="continual, fewshot: output folder (default: out/bench-continual, out/bench-fewshot)")
     b.add_argument("--budgets", nargs="+", type=float, metavar="SECONDS",
-                   help="fewshot: wall-clock budgets of a learn (default: 15 30 60 120 240)")  # fmt: skip
+                   help="fewshot: wall-clock budgets of a learn (default: 15 30 60 120)")  # fmt: skip
     b.add_argument("--method", default="field", choices=["field", "texture"],
                    help="speed: which kind of avatar (default: field); texture prints per-stage times")  # fmt: skip
     b.add_argument("--avatar", help="speed: time this avatar instead of a fresh (untrained) one")

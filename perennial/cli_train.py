@@ -18,7 +18,7 @@ from perennial.cli_motion import check_rate
 from perennial.config import add_options, find_field, options_given, override
 from perennial.errors import ConfigError
 
-TRAIN_OPTIONS = ["steps", "rays_per_step", "samples", "seed", "lr_final", "checkpoint_every"]
+TRAIN_OPTIONS = ["steps", "seconds", "rays_per_step", "samples", "seed", "lr_final", "checkpoint_every"]
 TRAIN_FLAGS = {"rays_per_step": "--rays"}
 
 
@@ -34,6 +34,8 @@ def _training_config(method_name: str, preset_name: str, a: argparse.Namespace):
         except ConfigError:
             raise ConfigError(f"the option setting {path!r} does not apply to {preset_name} "
                               f"({method_name} avatars)") from None  # fmt: skip
+    if "engine.steps" in given and "engine.seconds" not in given:  # --steps overrides a preset's time budget
+        given["engine.seconds"] = 0.0
     return override(cfg, given)
 
 
@@ -194,18 +196,23 @@ def add_train_commands(sub) -> None:
     strategies = [k for k in field.presets if k != "create"]
     ln = sub.add_parser("learn", help="add an appearance (outfit) to an avatar from as few as 5 images",
                         description="Learn a new appearance from a capture and write a new version of the "
-                                    "avatar; past appearances are kept by generative replay and pose "
-                                    "distillation (strategy replay) unless another strategy is chosen. "
-                                    "Defaults shown are the replay strategy's; each strategy is a preset "
-                                    "(perennial/learn/field_method.py).")  # fmt: skip
+                                    "avatar. The default strategy, fast, trains only the new appearance "
+                                    "(from the prior meta-learned at create) for at most 1500 steps or 60 s: "
+                                    "past appearances cannot change. replay also adapts the shared networks, "
+                                    "keeping the past by generative replay and pose distillation (slower; "
+                                    "sharper detail, some forgetting). Defaults shown are the fast strategy's; "
+                                    "--steps without --seconds lifts the time budget. Each strategy is a "
+                                    "preset (perennial/learn/field_method.py, texture_method.py).")  # fmt: skip
     ln.add_argument("avatar", help="avatar folder")
     ln.add_argument("--capture", required=True, help="capture of the new appearance")
     ln.add_argument("--name", help="appearance name (default: the capture's appearance)")
-    ln.add_argument("--strategy", default="replay", choices=strategies,
-                    help="replay (default), finetune (no replay: forgets), joint (needs the past captures: "
-                         "upper bound), shared-local (ablation: one tri-plane for all appearances)")  # fmt: skip
-    add_options(ln, preset(field, "replay"), [*TRAIN_OPTIONS, "distill.start", "replay.patch"],
-                {**TRAIN_FLAGS, "distill.start": "--distill-start"}, note="with replay")  # fmt: skip
+    ln.add_argument("--strategy", default="fast", choices=strategies,
+                    help="fast (default: the new appearance only, no forgetting), replay (adapts the shared "
+                         "networks too, with generative replay), finetune (no replay: forgets), joint (needs the "
+                         "past captures: upper bound), shared-local (ablation: one tri-plane for all appearances)")  # fmt: skip
+    add_options(ln, preset(field, "fast"), TRAIN_OPTIONS, TRAIN_FLAGS, note="of the fast strategy")
+    add_options(ln, preset(field, "replay"), ["distill.start", "replay.patch"],
+                {"distill.start": "--distill-start"}, note="with replay")  # fmt: skip
     ln.add_argument("--resume", action="store_true", help="continue an interrupted learn from its checkpoint")
     ln.add_argument("--quiet", action="store_true", help="no progress output")
     ln.set_defaults(func=_cmd_learn)

@@ -38,7 +38,7 @@ def copy_avatar(src, dst):
     return dst
 
 
-@pytest.mark.parametrize("strategy", ["replay", "finetune", "joint", "shared-local"])
+@pytest.mark.parametrize("strategy", ["fast", "replay", "finetune", "joint", "shared-local"])
 def test_learn_adds_an_appearance(tmp_path, captures, base_avatar, template, strategy):
     a, b = captures
     assert len(b.views_of("train")) == 5
@@ -59,6 +59,10 @@ def test_learn_adds_an_appearance(tmp_path, captures, base_avatar, template, str
     AvatarStore(path).switch(1)  # the previous version is untouched
     old, _, _ = load_field_avatar(AvatarStore(path), template=template)
     assert old.appearance_names == ["outfit-a"]
+    if strategy == "fast":  # only the new appearance moved: everything the past appearances use is bit-identical
+        now = avatar.state_dict()
+        for k, v in old.state_dict().items():
+            assert torch.equal(now[k], v), k
 
 
 def test_learn_refuses_bad_requests(tmp_path, captures, base_avatar, template):

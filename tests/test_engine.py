@@ -71,6 +71,8 @@ def test_frozen_group_and_named_groups():
     train(both, {"a": (list(model.parameters()), 0.05), "b": (list(other.parameters()), 0.0)}, [term],
           {"fit": 1.0}, EngineConfig(steps=5, checkpoint_every=0), progress=False)  # fmt: skip
     assert torch.equal(other.weight, before)
+    # a frozen group computes no gradients while training and is trainable again afterwards
+    assert other.weight.grad is None and other.weight.requires_grad and model.weight.grad is not None
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -226,8 +226,10 @@ def test_kill_before_the_switch_is_adopted_or_pruned(tmp_path, capsys, caps, bas
 def test_more_range_checks(tmp_path, capsys, caps, base):
     rc, _, err = cli(capsys, "eval", base, "--capture", caps[0], "--max-views", "0")
     assert rc == 2 and "--max-views must be >= 1" in err
-    rc, _, err = cli(capsys, "learn", base, "--capture", caps[1], "--distill-start", "5", "--quiet")
+    rc, _, err = cli(capsys, "learn", base, "--capture", caps[1], "--strategy", "replay", "--distill-start", "5", "--quiet")
     assert rc == 2 and "distill start must be a fraction in [0, 1]" in err
+    rc, _, err = cli(capsys, "learn", base, "--capture", caps[1], "--distill-start", "0.5", "--quiet")
+    assert rc == 2 and "'distill.start' does not apply to fast" in err
     rc, _, err = cli(capsys, "synth", tmp_path / "s", "--size", "1", "--quiet")
     assert rc == 2 and "size must be an integer >= 8" in err and not (tmp_path / "s").exists()
 

@@ -55,14 +55,19 @@ def test_learn_render_history_rollback(tmp_path, made, caps, capsys):
     assert rc == 0
     v = AvatarStore(av).version()
     assert v.number == 2 and [a["name"] for a in v.state["appearances"]] == ["outfit-a", "outfit-b"]
-    assert v.state["history_entry"]["strategy"] == "replay"
+    assert v.state["history_entry"]["strategy"] == "fast"  # the default: the new appearance alone moves
+    now = load_avatar(av)[0].state_dict()
+    AvatarStore(av).switch(1)
+    for k, t in load_avatar(av)[0].state_dict().items():
+        assert torch.equal(now[k], t), k
+    AvatarStore(av).switch(2)
     capsys.readouterr()
     for name, cap in (("outfit-a", caps[0]), ("outfit-b", caps[1])):
         assert main(["render", str(av), "--appearance", name, "--capture", str(cap.root), "--out",
                      str(tmp_path / name), "--quiet"]) == 0  # fmt: skip
     assert main(["eval", str(av), "--capture", str(caps[1].root), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["mean"]["count"] >= 1
-    assert main(["history", str(av)]) == 0 and "replay" in capsys.readouterr().out
+    assert main(["history", str(av)]) == 0 and "fast" in capsys.readouterr().out
     assert main(["rollback", str(av), "--to", "1"]) == 0
     avatar, _, _ = load_avatar(av)
     assert avatar.appearance_names == ["outfit-a"]

@@ -26,7 +26,7 @@ from perennial.naming import check_name
 def learn_appearance(
     path: str | Path,
     capture: Capture,
-    strategy: str = "replay",
+    strategy: str = "fast",
     config: Any = None,
     name: str | None = None,
     progress: bool = True,

@@ -191,37 +191,45 @@ def train(
     model.train()
     bar = progress_bar(range(start, config.steps), total=config.steps, initial=start, desc=desc,
                        unit="step", enabled=progress)  # fmt: skip
-    for step in bar:
-        done = step / max(config.steps - 1, 1)
-        if config.seconds:
-            spent = (time.perf_counter() - t0) / config.seconds
-            if spent >= 1:
-                break
-            done = max(done, spent)
-        decay = config.lr_final ** done
-        for g, lr in zip(optim.param_groups, base):
-            g["lr"] = lr * decay
-        losses: dict[str, Tensor] = {}
-        for term in terms:
-            out, states[term.name] = term(step, states[term.name])
-            unknown = [k for k in out if k not in term.losses or k in losses]
-            if unknown:
-                raise ConfigError(f"term {term.name!r} returned unexpected losses {unknown}")
-            losses.update(out)
-        if losses:
-            loss = sum(weights[k] * v for k, v in losses.items())
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            steps_run += 1
-            if config.monitor in losses:
-                mse.append(float(losses[config.monitor].detach()))
-                if step % 10 == 0 or step == config.steps - 1:
-                    recent = mse[-50:]
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}",
-                                    psnr=f"{psnr_from_mse(sum(recent) / len(recent)):.2f}", refresh=False)  # fmt: skip
-        if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optim, step + 1, tag, states)
+    # a frozen group (learning rate 0) gets no gradients: its weights' backward pass is skipped
+    frozen = [p for params, lr in groups.values() if lr == 0 for p in params if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for step in bar:
+            done = step / max(config.steps - 1, 1)
+            if config.seconds:
+                spent = (time.perf_counter() - t0) / config.seconds
+                if spent >= 1:
+                    break
+                done = max(done, spent)
+            decay = config.lr_final ** done
+            for g, lr in zip(optim.param_groups, base):
+                g["lr"] = lr * decay
+            losses: dict[str, Tensor] = {}
+            for term in terms:
+                out, states[term.name] = term(step, states[term.name])
+                unknown = [k for k in out if k not in term.losses or k in losses]
+                if unknown:
+                    raise ConfigError(f"term {term.name!r} returned unexpected losses {unknown}")
+                losses.update(out)
+            if losses:
+                loss = sum(weights[k] * v for k, v in losses.items())
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                steps_run += 1
+                if config.monitor in losses:
+                    mse.append(float(losses[config.monitor].detach()))
+                    if step % 10 == 0 or step == config.steps - 1:
+                        recent = mse[-50:]
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}",
+                                        psnr=f"{psnr_from_mse(sum(recent) / len(recent)):.2f}", refresh=False)  # fmt: skip
+            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint, model, optim, step + 1, tag, states)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     bar.close()
     model.eval()
     seconds = time.perf_counter() - t0

@@ -146,6 +146,10 @@ def _learn(**kw) -> FieldTrainConfig:
 
 PRESETS = {
     "create": lambda: FieldTrainConfig(engine=EngineConfig(steps=6000, checkpoint_every=500), meta=MetaConfig()),
+    # the default learn: only the new appearance's own parameters move, from the meta-learned prior, for
+    # at most a minute; the shared networks are frozen, so no past appearance can change (no replay needed)
+    "fast": lambda: FieldTrainConfig(engine=EngineConfig(steps=1500, seconds=60.0, checkpoint_every=250),
+                                     lr={"appearance": 1e-2, "shared": 0.0, "pose": 0.0}),
     "replay": lambda: _learn(lr=dict(_LEARN_LR), replay=ReplayConfig(), distill=DistillConfig(),
                              loss_weights={**_REPLAY_WEIGHTS, "distill": 10.0}),
     "finetune": lambda: _learn(lr={"appearance": 5e-3, "shared": 5e-3, "pose": 1e-5}),

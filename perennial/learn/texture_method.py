@@ -108,6 +108,9 @@ def _learn(**kw) -> TextureTrainConfig:
 
 PRESETS = {
     "create": TextureTrainConfig,
+    # the default learn: the new appearance alone, for at most a minute; shared networks frozen (no forgetting)
+    "fast": lambda: TextureTrainConfig(engine=EngineConfig(steps=1500, seconds=60.0, checkpoint_every=250),
+                                       lr={"appearance": 5e-3, "shared": 0.0}),
     "replay": lambda: _learn(lr={"appearance": 5e-3, "shared": 2e-4}, replay=TextureReplayConfig(),
                              loss_weights={**_WEIGHTS, "replay_rgb": 1.0, "replay_mask": 0.5}),
     "finetune": lambda: _learn(lr={"appearance": 5e-3, "shared": 5e-3}),
