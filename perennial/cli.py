@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     d = sub.add_parser("demo", help="show the system on synthetic data (minutes on a laptop CPU)")
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    add_options(d, DemoConfig(), ["steps", "learn_steps", "size"])
+    add_options(d, DemoConfig(), ["steps", "learn_seconds", "size"])
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="measure and print performance figures",

@@ -74,8 +74,10 @@ def _cmd_learn(a: argparse.Namespace) -> int:
         print("perennial learn: interrupted; the previous version stays current (continue with --resume)",
               file=sys.stderr)  # fmt: skip
         return 130
+    tr = v.metrics.get("train", {})  # absent when --resume only finished a switch
+    steps = f", {tr['steps_run']} steps" if "steps_run" in tr else ""
     print(f"learned {v.state['history_entry']['appearance']!r} into {a.avatar} (version {v.number}, "
-          f"strategy {a.strategy}) in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+          f"strategy {a.strategy}{steps}) in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     return 0
 
 
@@ -184,8 +186,9 @@ def add_train_commands(sub) -> None:
     c.add_argument("avatar", help="avatar folder to create")
     c.add_argument("--capture", required=True, help="perennial-capture folder")
     c.add_argument("--method", default="field", choices=sorted(METHODS), help="avatar method (default: field)")
-    add_options(c, preset(field, "create"), [*TRAIN_OPTIONS, "meta.iterations"],
-                {**TRAIN_FLAGS, "meta.iterations": "--meta-iterations"}, note="for field avatars")  # fmt: skip
+    add_options(c, preset(field, "create"), TRAIN_OPTIONS, TRAIN_FLAGS, note="for field avatars")
+    add_options(c, preset(field, "create"), ["meta.iterations"], {"meta.iterations": "--meta-iterations"},
+                note="for field avatars, 24 for texture avatars")  # fmt: skip
     add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map"],
                 note="for texture avatars")  # fmt: skip
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")

@@ -14,7 +14,7 @@ from perennial.learn.field_terms import Photometric
 from perennial.learn.meta import MetaConfig
 from perennial.learn.methods import preset
 
-META = MetaConfig(iterations=12, tasks=3, inner_steps=15, inner_lr=2e-2, outer_lr=1.0, rays_per_step=256, size=32)
+META = MetaConfig(iterations=12, tasks=3, inner_steps=15, inner_lr=2e-2, outer_lr=1.0, task={"rays_per_step": 256}, size=32)
 
 
 def first_loss(avatar, cap, name: str, batches: int = 6) -> float:

@@ -30,9 +30,9 @@ def caps(tmp_path_factory, template):
 def made(tmp_path_factory, caps):
     root = tmp_path_factory.mktemp("tav")
     assert main(["create", str(root / "zero"), "--capture", str(caps[0].root), "--method", "texture",
-                 "--steps", "1", *QUICK]) == 0  # fmt: skip
+                 "--steps", "1", "--meta-iterations", "0", *QUICK]) == 0  # fmt: skip
     assert main(["create", str(root / "av"), "--capture", str(caps[0].root), "--method", "texture",
-                 "--steps", "200", *QUICK]) == 0  # fmt: skip
+                 "--steps", "200", "--meta-iterations", "2", *QUICK]) == 0  # fmt: skip
     return root
 
 
@@ -56,6 +56,10 @@ def test_learn_render_history_rollback(tmp_path, made, caps, capsys):
     v = AvatarStore(av).version()
     assert v.number == 2 and [a["name"] for a in v.state["appearances"]] == ["outfit-a", "outfit-b"]
     assert v.state["history_entry"]["strategy"] == "fast"  # the default: the new appearance alone moves
+    assert v.state["prior"]["iterations"] == 2  # the prior meta-learned at create is kept
+    probe = load_avatar(av)[0]
+    for p_new, p_prior in zip(probe.add_appearance("probe").parameters(), probe.prior.parameters()):
+        assert torch.equal(p_new, p_prior)  # and new appearances start from it
     now = load_avatar(av)[0].state_dict()
     AvatarStore(av).switch(1)
     for k, t in load_avatar(av)[0].state_dict().items():

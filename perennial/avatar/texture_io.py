@@ -36,6 +36,8 @@ def save_texture_avatar(store: AvatarStore, avatar, appearances: list[dict], rep
     config = dataclasses.asdict(avatar.config)
     state = {"method": METHOD, "texture_config": config, "phenotype": avatar.phenotype,
              "appearances": appearances, "history_entry": history_entry}  # fmt: skip
+    if avatar.prior is not None:  # a meta-learned starting point of new appearances (perennial.learn.meta)
+        state["prior"] = avatar.prior_info or {}
     return store.write_version(tensors, state, metrics, switch=switch)
 
 
@@ -66,6 +68,9 @@ def load_texture_avatar(store: AvatarStore, number: int | None = None, template=
         avatar = TextureAvatar(template, st.get("phenotype") or meta["body"].get("phenotype"), names, config, keys)
     except (TypeError, ValueError) as e:  # a config of the wrong shape or type; ConfigError is a ValueError
         raise AvatarError(f"{where}: texture_config / phenotype: {e}") from None
+    if "prior" in st:
+        avatar.ensure_prior()
+        avatar.prior_info = st["prior"]
     expected = {k: (tuple(v.shape), v.dtype) for k, v in avatar.state_dict().items()}
     J = template.num_bones
     shapes = {"rotvec": lambda F: (F, J, 3), "translation": lambda F: (F, 3), "facial_actions": lambda F: (F, 52)}

@@ -35,7 +35,7 @@ from perennial.learn.continual import learn_appearance
 from perennial.learn.create import create_avatar
 from perennial.learn.fisher import FisherConfig
 from perennial.learn.meta import MetaConfig, meta_learn_prior
-from perennial.learn.methods import preset
+from perennial.learn.methods import get_method, preset
 from perennial.numerics import numeric_path
 
 VARIANTS = {"baseline": ("replay", False, False), "meta": ("replay", True, False), "fisher": ("replay", False, True),
@@ -61,13 +61,13 @@ class FewshotBenchConfig:
     """New outfits learned (B, C, D; at most 3)."""
     max_test_views: int = 16
     """Test views per evaluation."""
-    meta: MetaConfig = field(default_factory=MetaConfig)
+    meta: MetaConfig = field(default_factory=lambda: preset("field", "create").meta)
     """Meta-learning of the prior."""
 
     @staticmethod
     def quick() -> FewshotBenchConfig:
         return FewshotBenchConfig(size=96, base_cameras=6, base_frames=6, create_steps=600, budgets=(10.0, 20.0),
-                                  outfits=1, max_test_views=8, meta=MetaConfig(iterations=8, tasks=3, size=64))  # fmt: skip
+                                  outfits=1, max_test_views=8, meta=MetaConfig(iterations=8, tasks=3, size=64, task={"rays_per_step": 1024}))  # fmt: skip
 
 
 def _eval(path: Path, cap, views: int) -> dict:
@@ -93,7 +93,7 @@ def run_fewshot_bench(out: str | Path, cfg: FewshotBenchConfig, progress: bool =
     shutil.copytree(base, base_meta, symlinks=True)
     store = AvatarStore(base_meta)
     avatar, version, poses = load_field_avatar(store)
-    avatar.prior_info = meta_learn_prior(avatar, cfg.meta, progress)
+    avatar.prior_info = meta_learn_prior(avatar, get_method("field"), cfg.meta, progress)
     with store.lock():
         save_field_avatar(store, avatar, version.state["appearances"], poses,
                           {"action": "meta", "appearance": a.appearance, "strategy": "meta"}, {"meta": avatar.prior_info})  # fmt: skip

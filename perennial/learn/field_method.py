@@ -145,7 +145,8 @@ def _learn(**kw) -> FieldTrainConfig:
 
 
 PRESETS = {
-    "create": lambda: FieldTrainConfig(engine=EngineConfig(steps=6000, checkpoint_every=500), meta=MetaConfig()),
+    "create": lambda: FieldTrainConfig(engine=EngineConfig(steps=6000, checkpoint_every=500),
+                                       meta=MetaConfig(task={"rays_per_step": 1024})),
     # the default learn: only the new appearance's own parameters move, from the meta-learned prior, for
     # at most a minute; the shared networks are frozen, so no past appearance can change (no replay needed)
     "fast": lambda: FieldTrainConfig(engine=EngineConfig(steps=1500, seconds=60.0, checkpoint_every=250),

@@ -99,7 +99,7 @@ class FieldMethod:
             return {}
         from perennial.learn.meta import meta_learn_prior
 
-        avatar.prior_info = meta_learn_prior(avatar, config.meta, progress)
+        avatar.prior_info = meta_learn_prior(avatar, self, config.meta, progress)
         return {"meta": avatar.prior_info}
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from perennial.avatar.texture.model import TextureConfig
 from perennial.errors import ConfigError
 from perennial.learn.engine import EngineConfig, Term
+from perennial.learn.meta import MetaConfig
 from perennial.learn.replay import PastViews
 from perennial.learn.texture_terms import CropReplay, ImageCrops, TrainingImages
 
@@ -94,6 +95,9 @@ class TextureTrainConfig:
     """Windows and perceptual terms."""
     replay: TextureReplayConfig | None = None
     """Generative replay of past appearances (None: off)."""
+    meta: MetaConfig | None = None
+    """After ``create``: meta-learn the starting point of future appearances (:mod:`perennial.learn.meta`;
+    None or 0 iterations: none)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
     """Weight of each loss; the names must be exactly the losses of the enabled terms."""
 
@@ -107,7 +111,7 @@ def _learn(**kw) -> TextureTrainConfig:
 
 
 PRESETS = {
-    "create": TextureTrainConfig,
+    "create": lambda: TextureTrainConfig(meta=MetaConfig(iterations=24, tasks=8, inner_steps=20)),
     # the default learn: the new appearance alone, for at most a minute; shared networks frozen (no forgetting)
     "fast": lambda: TextureTrainConfig(engine=EngineConfig(steps=1500, seconds=60.0, checkpoint_every=250),
                                        lr={"appearance": 5e-3, "shared": 0.0}),
@@ -190,4 +194,9 @@ class TextureMethod:
         return plan(avatar, name, images, teacher, past, config)
 
     def finish(self, avatar, config: TextureTrainConfig, progress: bool) -> dict:
-        return {}
+        if config.meta is None or config.meta.iterations == 0:
+            return {}
+        from perennial.learn.meta import meta_learn_prior
+
+        avatar.prior_info = meta_learn_prior(avatar, self, config.meta, progress)
+        return {"meta": avatar.prior_info}

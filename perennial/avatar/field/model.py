@@ -280,6 +280,28 @@ class FieldAvatar(nn.Module):
         """How ``field.prior`` was learned (``state.json: prior``), when there is one."""
 
     @property
+    def phenotype(self) -> dict[str, float]:
+        """The person's phenotype values."""
+        return self.deformer.phenotype
+
+    def add_appearance(self, name: str) -> nn.Module:
+        """A new appearance, from the prior when there is one (:meth:`CanonicalField.add_appearance`)."""
+        return self.field.add_appearance(name)
+
+    def remove_appearance(self, name: str) -> None:
+        self.field.remove_appearance(name)
+
+    def appearance(self, name: str) -> nn.Module:
+        return self.field.appearance(name)
+
+    @property
+    def prior(self) -> nn.Module | None:
+        return self.field.prior
+
+    def ensure_prior(self) -> nn.Module:
+        return self.field.ensure_prior()
+
+    @property
     def appearance_names(self) -> list[str]:
         """Names of the appearances the avatar holds, in the order they were added."""
         return self.field.names

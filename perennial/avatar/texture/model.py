@@ -207,6 +207,10 @@ class TextureAvatar(nn.Module):
         self.appearances = nn.ModuleDict()
         self.keys: dict[str, str] = {}
         """Appearance name -> its key in :attr:`appearances`."""
+        self.prior: TextureAppearance | None = None
+        """Starting point of new appearances, meta-learned (:mod:`perennial.learn.meta`); None: fresh."""
+        self.prior_info: dict | None = None
+        """How ``prior`` was learned (``state.json: prior``), when there is one."""
         self._rasterizer: SurfaceRasterizer | None = None
         for i, name in enumerate(appearances):
             self.add_appearance(name, key=None if keys is None else keys[i])
@@ -260,9 +264,21 @@ class TextureAvatar(nn.Module):
         app = TextureAppearance(self.config)
         if like is not None:
             app.load_state_dict(self.appearance(like).state_dict())
+        elif self.prior is not None:  # the meta-learned starting point (perennial.learn.meta)
+            app.load_state_dict(self.prior.state_dict())
         self.appearances[key] = app.to(self.faces.device)
         self.keys[name] = key
         return self.appearances[key]
+
+    def remove_appearance(self, name: str) -> None:
+        """Forget appearance ``name`` (its storage goes)."""
+        del self.appearances[self.keys.pop(name)]
+
+    def ensure_prior(self) -> TextureAppearance:
+        """The prior new appearances start from (``self.prior``), created fresh if missing."""
+        if self.prior is None:
+            self.prior = TextureAppearance(self.config).to(self.faces.device)
+        return self.prior
 
     # -- rendering ---------------------------------------------------------------------------
 
