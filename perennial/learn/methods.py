@@ -24,6 +24,7 @@ from perennial.config import override
 from perennial.errors import ConfigError
 from perennial.learn import field_method as fm
 from perennial.learn.engine import Term
+from perennial.learn.meta import meta_learn_prior
 from perennial.learn.texture_method import TextureMethod
 
 __all__ = ["METHODS", "Method", "fit", "get_method", "preset"]
@@ -97,8 +98,6 @@ class FieldMethod:
     def finish(self, avatar: FieldAvatar, config: fm.FieldTrainConfig, progress: bool) -> dict:
         if config.meta is None or config.meta.iterations == 0:
             return {}
-        from perennial.learn.meta import meta_learn_prior
-
         avatar.prior_info = meta_learn_prior(avatar, self, config.meta, progress)
         return {"meta": avatar.prior_info}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from perennial.avatar.texture.model import TextureConfig
 from perennial.errors import ConfigError
 from perennial.learn.engine import EngineConfig, Term
-from perennial.learn.meta import MetaConfig
+from perennial.learn.meta import MetaConfig, meta_learn_prior
 from perennial.learn.replay import PastViews
 from perennial.learn.texture_terms import CropReplay, ImageCrops, TrainingImages
 
@@ -196,7 +196,5 @@ class TextureMethod:
     def finish(self, avatar, config: TextureTrainConfig, progress: bool) -> dict:
         if config.meta is None or config.meta.iterations == 0:
             return {}
-        from perennial.learn.meta import meta_learn_prior
-
         avatar.prior_info = meta_learn_prior(avatar, self, config.meta, progress)
         return {"meta": avatar.prior_info}
