@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from perennial.avatar.appearances import AppearanceSet
 from perennial.avatar.field.deformer import Deformer, PoseCorrector, PosedBody
 from perennial.avatar.field.render import RenderConfig
 from perennial.avatar.field.triplane import TriPlane, TriPlaneConfig
@@ -123,7 +124,7 @@ def _linear_with_code(layer: nn.Linear, x: Tensor, code: Tensor) -> Tensor:
     return nn.functional.linear(x, layer.weight[:, :k], bias)
 
 
-class CanonicalField(nn.Module):
+class CanonicalField(AppearanceSet, nn.Module):
     """Shared MLP over canonical space plus per-appearance storage.
 
     Appearances are stored in ``self.appearances``, an ``nn.ModuleDict`` keyed by an
@@ -152,68 +153,12 @@ class CanonicalField(nn.Module):
         self.color_head = nn.Sequential(
             nn.Linear(c.width + c.code_dim, c.width), nn.ReLU(inplace=True), nn.Linear(c.width, 3)
         )
-        self.appearances = nn.ModuleDict()
-        self.keys: dict[str, str] = {}
-        """Appearance name -> its key in :attr:`appearances`."""
-        self.prior: Appearance | None = None
-        """Starting point of new appearances, meta-learned (:mod:`perennial.learn.meta`); None: fresh."""
+        self._init_appearances()
         for i, name in enumerate(appearances):
             self.add_appearance(name, key=None if keys is None else keys[i])
 
-    @property
-    def names(self) -> list[str]:
-        """Appearance names in the order they were added."""
-        return list(self.keys)
-
-    def appearance(self, name: str) -> Appearance:
-        """The storage of appearance ``name``.
-
-        Raises:
-            UnknownAppearanceError: no such appearance (the message lists the known names).
-        """
-        try:
-            return self.appearances[self.keys[name]]
-        except KeyError:
-            raise UnknownAppearanceError(name, self.keys) from None
-
-    def add_appearance(self, name: str, like: str | None = None, key: str | None = None) -> Appearance:
-        """Create the storage of a new appearance.
-
-        Args:
-            name: its name (must be new).
-            like: initialise it as a copy of this existing appearance (e.g. the
-                closest past outfit, for few-shot learning); fresh otherwise.
-            key: its internal key (default: the next free ``a<i>``).
-        """
-        if name in self.keys:
-            raise ValueError(f"appearance {name!r} already exists")
-        if key is None:
-            i = len(self.appearances)
-            while f"a{i}" in self.appearances:
-                i += 1
-            key = f"a{i}"
-        if key in self.appearances or not key or "." in key:
-            raise ValueError(f"appearance key {key!r} is taken or not a module name")
-        app = Appearance(self.config)
-        if like is not None:
-            app.load_state_dict(self.appearance(like).state_dict())
-        elif self.prior is not None:  # the meta-learned starting point (perennial.learn.meta)
-            app.load_state_dict(self.prior.state_dict())
-        device = next(self.trunk.parameters()).device
-        self.appearances[key] = app.to(device)
-        self.keys[name] = key
-        return self.appearances[key]
-
-    def remove_appearance(self, name: str) -> None:
-        """Forget appearance ``name`` (its storage goes)."""
-        key = self.keys.pop(name)
-        del self.appearances[key]
-
-    def ensure_prior(self) -> Appearance:
-        """The prior new appearances start from (``self.prior``), created fresh if missing."""
-        if self.prior is None:
-            self.prior = Appearance(self.config).to(next(self.trunk.parameters()).device)
-        return self.prior
+    def _new_appearance(self) -> Appearance:
+        return Appearance(self.config).to(next(self.trunk.parameters()).device)
 
     def forward(self, points: Tensor, appearance: str) -> tuple[Tensor, Tensor]:
         """Density and colour at canonical points.

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from perennial.avatar.appearances import AppearanceSet
 from perennial.avatar.texture.face import FaceEncoder
 from perennial.avatar.texture.generator import StyleUNet
 from perennial.avatar.texture.hands import HandMap
@@ -166,7 +167,7 @@ def _grow(lo: int, hi: int, k: int, size: int) -> tuple[int, int]:
     return lo - left, hi + right
 
 
-class TextureAvatar(nn.Module):
+class TextureAvatar(AppearanceSet, nn.Module):
     """Neural texture + face map + hand map + StyleUNet on the Anny template.
 
     Parameter groups: ``appearances`` (per appearance: texture and latent) and the
@@ -204,11 +205,7 @@ class TextureAvatar(nn.Module):
         self.hands = HandMap(template, self.rest, c.hand_sigma)
         self.face = FaceEncoder(c.face_channels, c.face_hidden, c.face_offset_scale)
         self.generator = StyleUNet(c.in_channels, c.latent_dim, c.widths, autocast_mode=c.autocast)
-        self.appearances = nn.ModuleDict()
-        self.keys: dict[str, str] = {}
-        """Appearance name -> its key in :attr:`appearances`."""
-        self.prior: TextureAppearance | None = None
-        """Starting point of new appearances, meta-learned (:mod:`perennial.learn.meta`); None: fresh."""
+        self._init_appearances()
         self.prior_info: dict | None = None
         """How ``prior`` was learned (``state.json: prior``), when there is one."""
         self._rasterizer: SurfaceRasterizer | None = None
@@ -218,25 +215,9 @@ class TextureAvatar(nn.Module):
     # -- appearances -------------------------------------------------------------------------
 
     @property
-    def names(self) -> list[str]:
-        """Appearance names in the order they were added."""
-        return list(self.keys)
-
-    @property
     def appearance_names(self) -> list[str]:
         """Names of the appearances the avatar holds, in the order they were added."""
         return self.names
-
-    def appearance(self, name: str) -> TextureAppearance:
-        """The storage of appearance ``name``.
-
-        Raises:
-            UnknownAppearanceError: no such appearance (the message lists the known names).
-        """
-        try:
-            return self.appearances[self.keys[name]]
-        except KeyError:
-            raise UnknownAppearanceError(name, self.keys) from None
 
     def check_appearance(self, name: str, where: str = "") -> None:
         """Raise :class:`~perennial.errors.UnknownAppearanceError` (listing the known names) unless
@@ -244,41 +225,8 @@ class TextureAvatar(nn.Module):
         if name not in self.keys:
             raise UnknownAppearanceError(name, self.keys, where)
 
-    def add_appearance(self, name: str, like: str | None = None, key: str | None = None) -> TextureAppearance:
-        """Create the storage of a new appearance.
-
-        Args:
-            name: its name (must be new).
-            like: initialise it as a copy of this existing appearance; fresh otherwise.
-            key: its internal key (default: the next free ``a<i>``).
-        """
-        if name in self.keys:
-            raise ValueError(f"appearance {name!r} already exists")
-        if key is None:
-            i = len(self.appearances)
-            while f"a{i}" in self.appearances:
-                i += 1
-            key = f"a{i}"
-        if key in self.appearances or not key or "." in key:
-            raise ValueError(f"appearance key {key!r} is taken or not a module name")
-        app = TextureAppearance(self.config)
-        if like is not None:
-            app.load_state_dict(self.appearance(like).state_dict())
-        elif self.prior is not None:  # the meta-learned starting point (perennial.learn.meta)
-            app.load_state_dict(self.prior.state_dict())
-        self.appearances[key] = app.to(self.faces.device)
-        self.keys[name] = key
-        return self.appearances[key]
-
-    def remove_appearance(self, name: str) -> None:
-        """Forget appearance ``name`` (its storage goes)."""
-        del self.appearances[self.keys.pop(name)]
-
-    def ensure_prior(self) -> TextureAppearance:
-        """The prior new appearances start from (``self.prior``), created fresh if missing."""
-        if self.prior is None:
-            self.prior = TextureAppearance(self.config).to(self.faces.device)
-        return self.prior
+    def _new_appearance(self) -> TextureAppearance:
+        return TextureAppearance(self.config).to(self.faces.device)
 
     # -- rendering ---------------------------------------------------------------------------
 
