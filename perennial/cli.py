@@ -64,10 +64,12 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         "continual": lambda: _bench_continual(a),
         "sheet": lambda: _bench_sheet(a),
         "fewshot": lambda: _bench_fewshot(a),
+        **{name: (lambda m=module: _bench_module(m, a)) for name, module in BENCH_MODULES.items()},
     }
     from perennial.numerics import numeric_path
 
-    names = [n for n in runs if n not in ("motion", "continual", "triplane", "sheet", "fewshot")] if a.what == "all" else [a.what]
+    heavy = ("motion", "continual", "triplane", "sheet", "fewshot", *BENCH_MODULES)
+    names = [n for n in runs if n not in heavy] if a.what == "all" else [a.what]
     results = {"numeric_path": numeric_path()}
     print(f"numeric path (autocast=auto): {results['numeric_path']}")
     for name in names:
@@ -78,6 +80,22 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+# Benches that live in a module of their own: ``bench NAME`` imports the module and calls its
+# ``bench_cli(args) -> dict`` (flat figures to print; --quick, --out and --json are the common options).
+BENCH_MODULES = {
+    "temporal": "perennial.evaluate.temporal_bench",
+    "ood": "perennial.evaluate.ood_bench",
+    "capture": "perennial.evaluate.capture_bench",
+    "prior": "perennial.evaluate.prior_bench",
+}
+
+
+def _bench_module(module: str, a: argparse.Namespace) -> dict:
+    import importlib
+
+    return importlib.import_module(module).bench_cli(a)
 
 
 def _bench_speed(a: argparse.Namespace) -> dict:
@@ -181,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "figures of BVH clips and bank import speed; speed: field avatar render "
                                    "FPS at 256/512 px and training steps/s; triplane: embedding-bag lookup vs grid_sample (ms).")  # fmt: skip
     b.add_argument("what", choices=["body", "raycast", "synth", "motion", "triplane", "speed", "continual", "fewshot",
-                                    "sheet", "all"])  # fmt: skip
-    b.add_argument("--quick", action="store_true", help="continual, fewshot: small and fast (minutes)")
-    b.add_argument("--out", help="continual, fewshot: output folder (default: out/bench-continual, out/bench-fewshot)")
+                                    "sheet", *BENCH_MODULES, "all"])  # fmt: skip
+    b.add_argument("--quick", action="store_true", help="continual, fewshot, temporal, ood, capture, prior: small and fast (minutes)")
+    b.add_argument("--out", help="continual, fewshot, temporal, ood, capture, prior: output folder (default: out/bench-NAME)")
     b.add_argument("--budgets", nargs="+", type=float, metavar="SECONDS",
                    help="fewshot: wall-clock budgets of a learn (default: 15 30 60 120)")  # fmt: skip
     b.add_argument("--method", default="field", choices=["field", "texture"],
