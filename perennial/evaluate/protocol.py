@@ -21,6 +21,7 @@ from perennial.body.regions import region_boxes, region_centres
 from perennial.capture.capture import Capture, View
 from perennial.errors import PerennialError
 from perennial.evaluate.metrics import image_metrics, lpips, psnr
+from perennial.evaluate.tlpips import tlpips_clips
 from perennial.progress import progress as progress_bar
 
 GROUPS = ("novel_view", "novel_pose", "novel_both", "other")
@@ -42,7 +43,8 @@ def view_group(capture: Capture, view: View) -> str:
 
 def evaluate_avatar(
     avatar, capture: Capture, appearance: str | None = None, lpips_nets: Sequence[str] = ("alex",),
-    max_views: int | None = None, progress: bool = True, regions: bool = True,
+    max_views: int | None = None, progress: bool = True, regions: bool = True, temporal: bool = True,
+    fid: bool = False,
 ) -> dict:  # fmt: skip
     """Render every test view of ``capture`` and compare it with the ground truth.
 
@@ -57,10 +59,16 @@ def evaluate_avatar(
             metrics on square boxes around the face and each hand
             (:mod:`perennial.body.regions`), resized to 64 px (LPIPS AlexNet); views where
             a region is out of the image leave it out of that region's mean.
+        temporal: tLPIPS (AlexNet, :mod:`perennial.evaluate.tlpips`) over the pairs of
+            evaluated views of one camera at consecutive frames of the capture.
+        fid: FID and KID (:mod:`perennial.evaluate.fid`) between all rendered and all real
+            test views (needs the Inception file; few views: read KID).
 
     Returns:
         ``{"appearance", "views": [per-view dict], "groups": {group: {metric: mean, "count": n}},
-        "mean": {metric: mean over all views}, "render_ms_median"}``.
+        "mean": {metric: mean over all views}, "render_ms_median"}``, with ``temporal``:
+        ``{"tlpips", "pairs"}`` and ``fid``: ``{"fid", "kid", "kid_std", "n_real", "n_fake"}``
+        when asked for.
     """
     appearance = appearance or capture.appearance
     views = capture.views_of("test")
@@ -69,7 +77,7 @@ def evaluate_avatar(
     if max_views and len(views) > max_views:
         views = views[:: math.ceil(len(views) / max_views)]
     groups = {v: view_group(capture, v) for v in views}
-    rows, times = [], []
+    rows, times, images = [], [], []
     if regions:
         from perennial.body.anny import load_template
 
@@ -81,6 +89,8 @@ def evaluate_avatar(
         out = avatar.render_image(capture.cameras[v.camera], rotvec, translation, appearance, facial)
         times.append(time.perf_counter() - t0)
         gt = capture.load_image(v).permute(2, 0, 1)
+        if temporal or fid:
+            images.append((out.rgb.permute(2, 0, 1).float(), gt))
         mask = capture.load_mask(v)
         m = image_metrics(out.rgb.permute(2, 0, 1), gt, mask, lpips_nets=lpips_nets)
         row = {"camera": v.camera, "frame": v.frame, "group": groups[v], **{k: float(x) for k, x in m.items()}}
@@ -98,13 +108,39 @@ def evaluate_avatar(
         return out | {"count": len(rs)}
 
     by_group = {g: mean([r for r in rows if r["group"] == g]) for g in GROUPS if any(r["group"] == g for r in rows)}
-    return {
+    result = {
         "appearance": appearance,
         "views": rows,
         "groups": by_group,
         "mean": mean(rows),
         "render_ms_median": 1000 * float(torch.tensor(times).median()),
     }
+    if temporal:
+        value, pairs = tlpips_clips(_clips(capture, views, images))
+        result["temporal"] = {"tlpips": value, "pairs": pairs}
+    if fid:
+        from perennial.evaluate.fid import fid_kid
+
+        result["fid"] = fid_kid(torch.stack([g for _, g in images]), torch.stack([p for p, _ in images]))
+    return result
+
+
+def _clips(capture: Capture, views: list[View], images: list[tuple[Tensor, Tensor]]):
+    """(pred, gt) clips: runs of views of one camera at consecutive frames of the capture."""
+    by_camera: dict[str, list[tuple[int, int]]] = {}
+    for i, v in enumerate(views):
+        by_camera.setdefault(v.camera, []).append((capture.frame_row(v.frame), i))
+    for entries in by_camera.values():
+        entries.sort()
+        run = [entries[0]]
+        for entry in [*entries[1:], None]:
+            if entry is not None and entry[0] == run[-1][0] + 1:
+                run.append(entry)
+                continue
+            if len(run) >= 2:
+                yield tuple(torch.stack([images[i][k] for _, i in run]) for k in (0, 1))
+            if entry is not None:
+                run = [entry]
 
 
 def region_metrics(pred: Tensor, gt: Tensor, boxes: dict[str, list[tuple[int, int, int, int]]],
@@ -138,4 +174,12 @@ def format_table(result: dict) -> str:
     lines = [f"{'group':12s} {'views':>5s} " + " ".join(f"{c:>10s}" for c in cols)]
     for g, m in [*result["groups"].items(), ("all", result["mean"])]:
         lines.append(f"{g:12s} {m['count']:5d} " + " ".join(f"{m[c]:10.4f}" for c in cols))
+    if "temporal" in result:
+        t = result["temporal"]
+        lines.append(f"tLPIPS {t['tlpips']:.4f} over {t['pairs']} pairs of consecutive frames" if t["pairs"]
+                     else "tLPIPS: no two evaluated views of one camera at consecutive frames")  # fmt: skip
+    if "fid" in result:
+        from perennial.evaluate.fid import format_fid_kid
+
+        lines.append(format_fid_kid(result["fid"]))
     return "\n".join(lines)
