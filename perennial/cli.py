@@ -24,7 +24,7 @@ from perennial.config import add_options, options_given, override
 from perennial.errors import PerennialError
 
 SYNTH_OPTIONS = ["appearance", "cameras", "frames", "size", "motion", "seed", "supersample", "animate_face",
-                 "animate_fingers"]
+                 "animate_fingers", "loose"]
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:

@@ -82,8 +82,7 @@ class Outfit:
         rng = random.Random(zlib.crc32(name.encode()) * 1000003 + seed)
 
         def colour(sat=(0.45, 0.9), val=(0.35, 0.95)) -> tuple[float, float, float]:
-            rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val))
-            return tuple(round(c, 4) for c in rgb)
+            return draw_colour(rng, sat, val)
 
         def garment() -> Garment:
             base = colour()
@@ -106,7 +105,14 @@ class Outfit:
         return outfit
 
 
-def _pattern(g: Garment, p: Tensor, noise_seed: int) -> Tensor:
+def draw_colour(rng: random.Random, sat: tuple[float, float] = (0.45, 0.9),
+                val: tuple[float, float] = (0.35, 0.95)) -> tuple[float, float, float]:  # fmt: skip
+    """A random RGB colour: uniform hue, saturation and value in the given ranges."""
+    rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val))
+    return tuple(round(c, 4) for c in rgb)
+
+
+def pattern_colour(g: Garment, p: Tensor, noise_seed: int) -> Tensor:
     """(N, 3) colour of garment ``g`` at (N, 3) rest-space points ``p``."""
     base = torch.tensor(g.colour, dtype=p.dtype, device=p.device)
     accent = torch.tensor(g.accent, dtype=p.dtype, device=p.device)
@@ -186,7 +192,7 @@ def outfit_albedo(
     hair = is_("head") & ((z > head_top - 0.075) | ((z > head_top - 0.21) & (y > -0.02)))
     for sel, look in ((top, outfit.top), (bottom, outfit.bottom)):
         if sel.any():
-            colour[sel] = _pattern(look, rest[sel], outfit.noise_seed)
+            colour[sel] = pattern_colour(look, rest[sel], outfit.noise_seed)
     colour[shoes] = torch.tensor(outfit.shoes, dtype=rest.dtype)
     colour[hair] = torch.tensor(outfit.hair, dtype=rest.dtype)
     return colour.clamp(0, 1), ~(top | bottom | shoes | hair)

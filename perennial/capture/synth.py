@@ -28,6 +28,14 @@ from torch import Tensor
 from perennial.body.anny import AnnyTemplate, load_template
 from perennial.capture.capture import BodyParams, Capture
 from perennial.capture.detail import DetailMaps, detail_colours
+from perennial.capture.loose import (
+    LOOSE_KINDS,
+    ClothShell,
+    build_shell,
+    draw_loose,
+    shell_colours,
+    simulate,
+)
 from perennial.capture.outfit import Outfit, outfit_albedo
 from perennial.capture.writer import ViewData, write_capture
 from perennial.errors import ConfigError
@@ -84,6 +92,9 @@ class SynthConfig:
     animate_fingers: bool = True
     """Animate the finger bones (seeded hand shapes: fist, open, pointing, ...); off: the motion's own
     fingers. A clip file whose fingers already move keeps its finger motion either way."""
+    loose: str = "none"
+    """A loose garment standing off the body and swinging behind it (cloth shell, :mod:`perennial.capture.loose`):
+    none, skirt, dress, coat (open), trousers (wide), or any (drawn from the appearance name and seed)."""
     phenotype: dict = field(default_factory=lambda: {k: 0.5 for k in ("gender", "age", "muscle", "weight", "height", "proportions")})  # fmt: skip
     """Anny phenotype values in [0, 1]."""
 
@@ -102,6 +113,8 @@ class SynthConfig:
         for k in ("animate_face", "animate_fingers"):
             if not isinstance(getattr(self, k), bool):
                 raise ConfigError(f"{k} must be true or false, got {getattr(self, k)!r}")
+        if self.loose not in ("none", "any", *LOOSE_KINDS):
+            raise ConfigError(f"loose must be none, any or one of {', '.join(LOOSE_KINDS)}; got {self.loose!r}")
         for k in ("test_camera_every", "test_frame_every"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)!r}")
@@ -185,9 +198,10 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
 
 
 class BodyPainter:
-    """Shades an outfit on posed Anny meshes seen by cameras."""
+    """Shades an outfit (and a loose garment's cloth shell, if any) on posed Anny meshes seen by cameras."""
 
-    def __init__(self, template: AnnyTemplate, outfit: Outfit, rest_vertices: Tensor, supersample: int) -> None:
+    def __init__(self, template: AnnyTemplate, outfit: Outfit, rest_vertices: Tensor, supersample: int,
+                 shell: ClothShell | None = None) -> None:  # fmt: skip
         self.template = template
         self.outfit = outfit
         self.rest = rest_vertices  # (V, 3)
@@ -197,19 +211,30 @@ class BodyPainter:
         # a triangle's body part: the part of its first vertex (parts follow bones)
         self.face_part = template.part_labels[self.faces[:, 0]]
         self.maps = DetailMaps(template) if outfit.detail is not None else None
-        self.caster = WarpMeshCaster(rest_vertices, self.faces)
+        self.shell = shell
+        # body and shell are cast as one mesh: the first hit decides, the mask is their union
+        self.all_faces = self.faces if shell is None else torch.cat([self.faces, shell.faces + len(rest_vertices)])
+        all_rest = rest_vertices if shell is None else torch.cat([rest_vertices, shell.rest])
+        self.caster = WarpMeshCaster(all_rest, self.all_faces)
         lights = torch.tensor([KEY_LIGHT, FILL_LIGHT])
         self.lights = lights / lights.norm(dim=-1, keepdim=True)  # (2, 3)
         self.light_power = torch.tensor([KEY, FILL])
 
-    def render(self, vertices: Tensor, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-        """RGB (H, W, 3) and mask (H, W) uint8 of the posed mesh ``vertices`` (V, 3)."""
+    def render(self, vertices: Tensor, camera: Camera, shell_vertices: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """RGB (H, W, 3) and mask (H, W) uint8 of the posed mesh ``vertices`` (V, 3), with the
+        posed cloth shell ``shell_vertices`` (S, 3) when the painter has a shell."""
+        if (self.shell is None) != (shell_vertices is None):
+            raise ValueError("shell_vertices must be given exactly when the painter has a cloth shell")
         cam = camera.scaled(self.ss)
-        hit = render_hits(vertices, self.faces, cam, caster=self.caster)
+        posed = vertices if shell_vertices is None else torch.cat([vertices, shell_vertices])
+        hit = render_hits(posed, self.all_faces, cam, caster=self.caster)
         m = hit.mask
         rgb = torch.zeros(cam.height * cam.width, 3)
-        if m.any():
-            face, bary = hit.face[m], hit.bary[m]
+        _, dirs = cam.rays()
+        nf = len(self.faces)
+        on_body = m & (hit.face < nf)
+        if on_body.any():
+            face, bary = hit.face[on_body], hit.bary[on_body]
             tri = self.faces[face]
             rest = torch.einsum("nk,nkc->nc", bary, self.rest[tri])
             part = self.face_part[face]
@@ -219,14 +244,27 @@ class BodyPainter:
                     self.outfit.detail, self.maps, albedo, face, bary, part, self.template.part_names, self.faces, bare
                 )  # fmt: skip
             n = torch.einsum("nk,nkc->nc", bary, vertex_normals(vertices, self.faces)[tri])
-            n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            _, dirs = cam.rays()
-            n = torch.where((n * dirs[m]).sum(-1, keepdim=True) > 0, -n, n)  # face the camera
-            lambert = (n @ self.lights.T).clamp_min(0) @ self.light_power  # (N,)
-            rgb[m] = albedo * (AMBIENT + lambert[:, None])
+            rgb[on_body] = self._shade(albedo, n, dirs[on_body])
+        on_shell = m & (hit.face >= nf)
+        if on_shell.any():
+            face, bary = hit.face[on_shell] - nf, hit.bary[on_shell]
+            tri = self.shell.faces[face]
+            p = shell_vertices[tri]  # (N, 3, 3)
+            outward = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+            inside = (outward * dirs[on_shell]).sum(-1) > 0
+            albedo = shell_colours(self.shell, face, bary, inside, self.outfit.noise_seed)
+            n = torch.einsum("nk,nkc->nc", bary, vertex_normals(shell_vertices, self.shell.faces)[tri])
+            rgb[on_shell] = self._shade(albedo, n, dirs[on_shell])
         rgb = downsample(rgb.reshape(cam.height, cam.width, 3), self.ss)
         alpha = downsample(m.float().reshape(cam.height, cam.width, 1), self.ss)[..., 0]
         return to_uint8(rgb), to_uint8(alpha)
+
+    def _shade(self, albedo: Tensor, n: Tensor, dirs: Tensor) -> Tensor:
+        """Lambert + ambient of (N, 3) albedos with (N, 3) normals turned towards the camera."""
+        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        n = torch.where((n * dirs).sum(-1, keepdim=True) > 0, -n, n)  # face the camera
+        lambert = (n @ self.lights.T).clamp_min(0) @ self.light_power  # (N,)
+        return albedo * (AMBIENT + lambert[:, None])
 
 
 def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, progress: bool = True) -> Capture:
@@ -239,21 +277,27 @@ def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, pr
         floor = -float(standing.vertices[0, :, 2].min())  # root height: feet on z = 0
         rotvec, translation = motion_frames(config.motion, config.frames, config.fps, floor)
         rotvec, facial = face_and_fingers(rotvec, standing.bone_poses[0], config)
-        posed = template(rotvec, translation, phenotype=config.phenotype, facial_actions=facial).vertices
+        body = template(rotvec, translation, phenotype=config.phenotype, facial_actions=facial)
+        posed = body.vertices
+        shell = shell_posed = None
+        if config.loose != "none":
+            loose = draw_loose(config.loose, outfit, config.seed)
+            shell = build_shell(loose, rest, template.part_labels, template.part_names, template.skin_dense)
+            shell_posed = simulate(shell, body.transforms)
     cameras = ring_cameras(config.cameras, config.size, config.radius, config.fov_deg, target_z=0.85 * floor + 0.1)
-    painter = BodyPainter(template, outfit, rest, config.supersample)
+    painter = BodyPainter(template, outfit, rest, config.supersample, shell)
     views = []
     bar = progress_bar(total=config.cameras * config.frames, desc=f"synth {config.appearance}", unit="view", enabled=progress)
     for f in range(config.frames):
         for i, (name, cam) in enumerate(cameras.items()):
-            rgb, mask = painter.render(posed[f], cam)
+            rgb, mask = painter.render(posed[f], cam, None if shell is None else shell_posed[f])
             held_cam = config.test_camera_every > 0 and i % config.test_camera_every == 1
             held_frame = config.test_frame_every > 0 and f % config.test_frame_every == config.test_frame_every - 1
             split = "test" if held_cam or held_frame else "train"
             views.append(ViewData(camera=name, frame=f, split=split, image=rgb, mask=mask))
             bar.update()
     bar.close()
-    body = BodyParams(
+    params = BodyParams(
         bones=list(template.bone_names), rotvec=rotvec, translation=translation,
         facial_actions=facial, facial_action_labels=list(template.facial_action_names),
     )  # fmt: skip
@@ -261,9 +305,11 @@ def synthesize(out: str | Path, config: SynthConfig, overwrite: bool = False, pr
     body_info = {"template": "anny", "rig": "anny", "phenotype": dict(config.phenotype)}
     capture = write_capture(
         out, appearance=config.appearance, body_info=body_info, cameras=cameras,
-        frames=frames, views_with_arrays=views, body=body, overwrite=overwrite,
+        frames=frames, views_with_arrays=views, body=params, overwrite=overwrite,
     )  # fmt: skip
     meta = {"generator": "perennial synth", "config": asdict(config), "outfit": outfit.to_dict()}
+    if shell is not None:
+        meta["loose"] = asdict(shell.garment)
     (Path(out) / "synth.json").write_text(__import__("json").dumps(meta, indent=1) + "\n")
     return capture
 
