@@ -41,6 +41,7 @@ from perennial.learn.field_terms import (
 from perennial.learn.fisher import FisherConfig, FisherPhotometric
 from perennial.learn.meta import MetaConfig
 from perennial.learn.replay import PastViews
+from perennial.learn.retrieval import RetrievalConfig, attach
 from perennial.render.camera import Camera
 
 __all__ = ["PRESETS", "DistillConfig", "FieldTrainConfig", "JointConfig", "Past", "ReplayConfig", "plan", "training_rays"]
@@ -123,6 +124,8 @@ class FieldTrainConfig:
     None or 0 iterations: none)."""
     fisher: FisherConfig | None = None
     """Fisher-weighted loss and ray sampling of the new appearance (:mod:`perennial.learn.fisher`; None: off)."""
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    """Retrieval-augmented training of the pose corrector's input (:mod:`perennial.learn.retrieval`)."""
     share_triplane: bool = False
     """The new appearance reads the first appearance's tri-plane (the shared-local ablation)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: {"rgb": 1.0, "mask": 0.1, "tv": 1e-3})
@@ -209,6 +212,7 @@ def plan(avatar: FieldAvatar, appearance: str, rays: TrainingRays, new_poses: to
         photometric = FisherPhotometric(avatar, rays, appearance, config.rays_per_step, config.samples, config.fisher)
     else:
         photometric = Photometric(avatar, rays, appearance, config.rays_per_step, config.samples)
+    attach(photometric, config.retrieval, {f: (rays.body_params(f)[0], None) for f in rays.order})
     terms: list[Term] = [photometric, TriplaneTV(avatar, appearance)]
     needs_teacher = config.replay is not None or config.distill is not None
     if needs_teacher and (past.teacher is None or not past.poses):

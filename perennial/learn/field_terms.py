@@ -111,9 +111,9 @@ class TrainingRays:
 
 
 def _photometric(avatar: FieldAvatar, caster: WarpMeshCaster, rotvec: Tensor, translation: Tensor,
-                 o: Tensor, d: Tensor, appearance: str, cfg: RenderConfig):  # fmt: skip
+                 o: Tensor, d: Tensor, appearance: str, cfg: RenderConfig, condition: Tensor | None = None):  # fmt: skip
     """Render the rays that hit the corrected-posed body: (keep ids, output) or None."""
-    body = avatar.pose(rotvec, translation)
+    body = avatar.pose(rotvec, translation, condition)
     caster.update(body.vertices)
     hit = caster.cast(o, d)
     keep = hit.mask.nonzero()[:, 0]
@@ -132,7 +132,11 @@ class Photometric:
 
     Losses: ``rgb`` (mean squared colour error), ``mask`` (mean squared error of the
     accumulated opacity against the mask). None on a step where no drawn ray hits.
+    ``condition`` (retrieval-augmented training, :mod:`perennial.learn.retrieval`), when set, gives
+    the pose the corrector reads: ``condition(frame, rotvec, facial, generator) -> (rotvec, facial)``.
     """
+
+    condition = None
 
     losses = ("rgb", "mask")
 
@@ -150,7 +154,8 @@ class Photometric:
         g = _gen(state)
         f, o, d, rgb, mask = self.rays.sample(self.n, g)
         rotvec, translation = self.rays.body_params(f)
-        res = _photometric(self.avatar, self.caster, rotvec, translation, o, d, self.appearance, self.cfg)
+        cond = None if self.condition is None else self.condition(f, rotvec, None, g)[0]
+        res = _photometric(self.avatar, self.caster, rotvec, translation, o, d, self.appearance, self.cfg, cond)
         if res is None:
             return {}, _out(g)
         keep, out = res

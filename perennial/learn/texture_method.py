@@ -24,6 +24,7 @@ from perennial.errors import ConfigError
 from perennial.learn.engine import EngineConfig, Term
 from perennial.learn.meta import MetaConfig, meta_learn_prior
 from perennial.learn.replay import PastViews
+from perennial.learn.retrieval import RetrievalConfig, attach
 from perennial.learn.texture_terms import CropReplay, ImageCrops, TrainingImages
 
 __all__ = ["PRESETS", "GROUPS", "CropConfig", "TextureReplayConfig", "TextureTrainConfig", "plan"]
@@ -98,6 +99,8 @@ class TextureTrainConfig:
     meta: MetaConfig | None = None
     """After ``create``: meta-learn the starting point of future appearances (:mod:`perennial.learn.meta`;
     None or 0 iterations: none)."""
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    """Retrieval-augmented training of the hand and face maps' inputs (:mod:`perennial.learn.retrieval`)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
     """Weight of each loss; the names must be exactly the losses of the enabled terms."""
 
@@ -147,6 +150,7 @@ def plan(avatar, appearance: str, images: TrainingImages, teacher, past: PastVie
     terms: list[Term] = [ImageCrops(avatar, images, appearance, c.size, (c.centre_body, c.centre_face, c.centre_hands),
                                     lpips, c.perceptual_stages, c.part_window, c.perceptual_size,
                                     c.perceptual_every)]  # fmt: skip
+    attach(terms[0], config.retrieval, {i: (im.rotvec, im.facial) for i, im in enumerate(images.images)})
     if config.replay is not None:
         if teacher is None or past is None or not len(past):
             raise ConfigError("replay needs past appearances: use it with 'learn', not 'create'")

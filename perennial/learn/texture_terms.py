@@ -125,6 +125,9 @@ class ImageCrops:
 
     losses = ("l1", "rgb", "mask", "perceptual", "face", "hands")
     name = "crops"
+    condition = None
+    """Retrieval-augmented training (:mod:`perennial.learn.retrieval`), when set:
+    ``condition(image index, rotvec, facial, generator) -> (rotvec, facial)`` read by the hand and face maps."""
 
     def __init__(self, avatar, images: TrainingImages, appearance: str, crop: int, centre_weights: tuple[float, ...],
                  lpips, stages: int, part_window: int, perceptual_size: int, perceptual_every: int = 1) -> None:  # fmt: skip
@@ -146,7 +149,8 @@ class ImageCrops:
 
     def __call__(self, step: int, state: State) -> tuple[dict[str, Tensor], State]:
         g = _gen(state)
-        im = self.images.images[int(torch.randint(len(self.images), (1,), generator=g))]
+        i = int(torch.randint(len(self.images), (1,), generator=g))
+        im = self.images.images[i]
         kind = CENTRES[int(torch.multinomial(self.weights, 1, generator=g))]
         if not im.centres[kind]:
             kind = "body"
@@ -154,7 +158,9 @@ class ImageCrops:
         centre = centres[int(torch.randint(len(centres), (1,), generator=g))]
         cam = im.camera
         x0, y0, w, h = window(centre, self.crop, cam.width, cam.height, g, jitter=0.25 if kind == "body" else 0.1)
-        out = self.avatar(cam, im.rotvec, im.translation, self.appearance, im.facial, crop=(x0, y0, w, h))
+        cond = None if self.condition is None else self.condition(i, im.rotvec, im.facial, g)
+        out = self.avatar(cam, im.rotvec, im.translation, self.appearance, im.facial, crop=(x0, y0, w, h),
+                          condition=cond)  # fmt: skip
         gt = im.rgb[:, y0 : y0 + h, x0 : x0 + w]
         mask = im.mask[:, y0 : y0 + h, x0 : x0 + w]
         pred = out["rgb"]

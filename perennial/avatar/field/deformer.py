@@ -192,20 +192,25 @@ class Deformer:
         self._rest_query: SurfaceQuery | None = None
 
     def pose(
-        self, rotvec: Tensor, translation: Tensor, corrector: PoseCorrector | None = None
-    ) -> PosedBody:
+        self, rotvec: Tensor, translation: Tensor, corrector: PoseCorrector | None = None,
+        condition: Tensor | None = None,
+    ) -> PosedBody:  # fmt: skip
         """Pose the template for one frame.
 
         Args:
             rotvec: (J, 3) local-ref rotation vectors of the frame, radians.
             translation: (3,) root position, world metres.
             corrector: optional pose corrector applied first.
+            condition: (J, 3) the pose the corrector reads instead of ``rotvec`` (retrieval-augmented
+                training); its residual is added to ``rotvec``, which alone is skinned.
 
         Returns:
             :class:`PosedBody`; ``transforms`` carries gradients to ``corrector``.
         """
         rv = rotvec[None].float()
-        if corrector is not None:
+        if corrector is not None and condition is not None:
+            rv = rv.index_add(1, corrector.index, corrector.residual(condition[None].float()))
+        elif corrector is not None:
             rv = corrector(rv)
         # forward kinematics of the cached rest body (the phenotype is fixed), then linear
         # blend skinning with the dense weights: one (V, J) x (J, 12) product gives every

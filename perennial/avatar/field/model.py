@@ -277,10 +277,12 @@ class FieldAvatar(nn.Module):
             self._caster = WarpMeshCaster(self.deformer.rest_vertices, self.deformer.faces)
         return render_image(self, camera, rotvec, translation, appearance, config, self._caster)
 
-    def pose(self, rotvec: Tensor, translation: Tensor) -> PosedBody:
+    def pose(self, rotvec: Tensor, translation: Tensor, condition: Tensor | None = None) -> PosedBody:
         """Pose the template for one frame with the pose corrector applied.
 
         Args:
             rotvec: (J, 3) radians; translation: (3,) world metres.
+            condition: (J, 3) what the corrector reads instead of ``rotvec`` (retrieval-augmented
+                training; see :meth:`Deformer.pose`).
         """
-        return self.deformer.pose(rotvec, translation, self.corrector)
+        return self.deformer.pose(rotvec, translation, self.corrector, condition)

@@ -266,7 +266,7 @@ class TextureAvatar(AppearanceSet, nn.Module):
         return x0, y0, x1 - x0 + 1, y1 - y0 + 1
 
     def _render(self, camera: Camera, rotvec: Tensor, translation: Tensor, appearance: str,
-                facial_actions: Tensor | None, crop, timings: dict | None) -> dict:  # fmt: skip
+                facial_actions: Tensor | None, crop, timings: dict | None, condition=None) -> dict:  # fmt: skip
         self.check_appearance(appearance)
         app = self.appearance(appearance)
         dev = self.faces.device
@@ -282,6 +282,8 @@ class TextureAvatar(AppearanceSet, nn.Module):
                 clock[0] = now
 
         verts, transforms, offsets = self.pose(rotvec, translation, facial_actions)
+        if condition is not None:  # retrieval-augmented training: the hand and face maps read another pose
+            _, transforms, offsets = self.pose(condition[0], translation, condition[1])
         lap("pose")
         cam = crop_camera(camera, crop).to(dev)
         raster = self.rasterizer(verts, cam, backend=self.config.raster)
@@ -322,7 +324,8 @@ class TextureAvatar(AppearanceSet, nn.Module):
         return {"rgb": rgb, "alpha": alpha, "mask": raster.mask, "window": (x0, y0, w, h)}
 
     def forward(self, camera: Camera, rotvec: Tensor, translation: Tensor, appearance: str,
-                facial_actions: Tensor | None = None, crop: tuple[int, int, int, int] | None = None) -> dict:  # fmt: skip
+                facial_actions: Tensor | None = None, crop: tuple[int, int, int, int] | None = None,
+                condition: tuple[Tensor, Tensor | None] | None = None) -> dict:  # fmt: skip
         """Render one frame (or a pixel window of it) with gradients to the parameters.
 
         Args:
@@ -331,6 +334,8 @@ class TextureAvatar(AppearanceSet, nn.Module):
             appearance: appearance name.
             facial_actions: optional (52,) ARKit weights in [0, 1].
             crop: optional pixel window ``(x0, y0, w, h)`` of the camera (training on patches).
+            condition: optional ``(rotvec, facial_actions)`` that the hand and face maps read instead
+                of the frame's (retrieval-augmented training); the surface is posed by the frame's.
 
         Returns:
             dict with ``rgb`` (3, h, w) composited over black, ``alpha`` (1, h, w), both in
@@ -338,7 +343,7 @@ class TextureAvatar(AppearanceSet, nn.Module):
             ``window`` ``(x0, y0, w, h)`` where the generator ran, in crop pixels
             (outside it rgb and alpha are 0). ``h, w`` are the crop's or the camera's size.
         """
-        return self._render(camera, rotvec, translation, appearance, facial_actions, crop, None)
+        return self._render(camera, rotvec, translation, appearance, facial_actions, crop, None, condition)
 
     @torch.no_grad()
     def render_image(self, camera: Camera, rotvec: Tensor, translation: Tensor, appearance: str,
