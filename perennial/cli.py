@@ -2,7 +2,7 @@
 
 Commands are registered by topic: :mod:`perennial.cli_train` (create, learn,
 render, eval), :mod:`perennial.cli_motion` (motion import / render),
-:mod:`perennial.cli_store` (history, rollback, prune) and here (synth, demo,
+:mod:`perennial.cli_store` (history, rollback, prune), :mod:`perennial.cli_capture` (capture) and here (synth, demo,
 bench). Every user-facing error is a :class:`~perennial.errors.PerennialError`:
 :func:`main` prints its one line and exits with code 2 (1 for an operating-system
 error such as a full disk); anything else is a bug and keeps its traceback.
@@ -164,6 +164,7 @@ def _bench_continual(a: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from perennial.capture.synth import SynthConfig
+    from perennial.cli_capture import add_capture_commands
     from perennial.cli_motion import add_motion_commands
     from perennial.cli_store import add_store_commands
     from perennial.cli_train import add_train_commands
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     s.set_defaults(func=_cmd_synth)
 
+    add_capture_commands(sub)
     add_train_commands(sub)
     d = sub.add_parser("demo", help="show the system on synthetic data (minutes on a laptop CPU)")
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")

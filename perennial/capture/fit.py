@@ -1,0 +1,316 @@
+"""Fit Anny to a monocular clip's landmarks and masks: phenotype, per-frame pose and the focal length.
+
+The camera sits at the world origin looking along +Y with Z up (``R`` maps world x, y, z to
+camera x, -z, y), so a person facing the camera faces Anny's -Y with no root rotation; the
+root's translation and orientation move per frame. Two stages, both batched over frames with
+Adam:
+
+1. **Keyframes** (up to ``keyframes`` frames spread over the clip): the phenotype (shared), the
+   pose of every bone but fingers, toes and eyes, root translation and the focal length, with
+   Anny's full forward (the phenotype changes the skeleton).
+2. **All frames**, the phenotype fixed: each frame starts from its nearest keyframe and fits
+   body, fingers and root against everything observed; forward kinematics and skinning of only
+   the vertices the losses read, which makes a frame cost well under a millisecond.
+
+Losses: confidence-weighted 2D reprojection of the 23 body points and 2 x 21 hand points
+(robust, in units of 1 % of the image diagonal); BlazePose's metric, hip-centred 3D
+landmarks (their directions from the hips); silhouette agreement (body vertices projected
+outside the mask are pulled to its outline, strongly; the outline is pulled to the body,
+weakly, as clothes may stand off it); a pose prior (shrinkage of each bone's rotation, hinge
+limits of knees and elbows); and temporal smoothness of the 3D points (videos only).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from perennial.body.rig import ANNY_BONES
+from perennial.capture.keypoints import BLAZE_OF_COCO, TORSO, AnnyLandmarks
+from perennial.progress import progress as progress_bar
+
+WORLD_TO_CAMERA = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+"""Rotation of the monocular camera: world x, y, z to camera x, -z, y (looking along +Y, Z up)."""
+_FIXED = ("toe", "eye.")
+_FINGER = ("finger", "metacarpal")
+
+
+@dataclass
+class FitConfig:
+    """How to fit Anny to a monocular clip."""
+
+    fov_deg: float = 0.0
+    """Vertical field of view of the camera, degrees; 0: estimate it (starting at 50 degrees)."""
+    keyframes: int = 12
+    """Frames that fit the phenotype (spread over the clip)."""
+    key_steps: int = 300
+    """Adam steps of the keyframe stage."""
+    steps: int = 300
+    """Adam steps of the all-frames stage."""
+    silhouette: float = 1.0
+    """Weight of the silhouette terms (0: ignore the masks)."""
+    world: float = 20.0
+    """Weight of BlazePose's metric 3D landmarks."""
+    smooth: float = 50.0
+    """Weight of temporal smoothness (videos only)."""
+    prior: float = 1.0
+    """Weight of the pose prior."""
+
+
+@dataclass
+class Observations:
+    """What the detector saw, per frame (pixels; NaN or confidence 0 where nothing was found)."""
+
+    body: Tensor  # (F, 33, 4) x, y, depth, visibility
+    body_world: Tensor  # (F, 33, 3) metres, hip-centred, camera axes
+    hands: Tensor  # (F, 2, 21, 3) x, y, depth; person's left then right
+    hand_score: Tensor  # (F, 2)
+    masks: Tensor | None  # (F, H, W) bool
+    width: int
+    height: int
+    video: bool = True
+
+
+@dataclass
+class FitResult:
+    phenotype: Tensor  # (6,)
+    rotvec: Tensor  # (F, J, 3)
+    translation: Tensor  # (F, 3)
+    K: Tensor  # (3, 3)
+    R: Tensor  # (3, 3)
+    t: Tensor  # (3,)
+    timings: dict = field(default_factory=dict)
+    residual_px: float = float("nan")
+
+
+def _targets(obs: Observations) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Body targets (F, 23, 2) with confidences (F, 23), world targets (F, 23, 3), hand confidences (F, 2, 21)."""
+    idx = torch.tensor([max(i, 0) for i in BLAZE_OF_COCO])
+    body = obs.body[:, idx]
+    conf = torch.nan_to_num(body[..., 3], nan=0.0).clamp(0, 1) * torch.tensor([float(i >= 0) for i in BLAZE_OF_COCO])
+    world = obs.body_world[:, idx]
+    conf = conf * torch.isfinite(body[..., :2]).all(-1) * torch.isfinite(world).all(-1)
+    hand_conf = obs.hand_score[..., None].expand(-1, -1, 21) * torch.isfinite(obs.hands[..., :2]).all(-1)
+    return torch.nan_to_num(body[..., :2]), conf, torch.nan_to_num(world), hand_conf
+
+
+def _init_root(obs: Observations, focal: float) -> tuple[Tensor, Tensor]:
+    """Per-frame root yaw (rotvec) and translation from the torso points (torso ~0.5 m, shoulders to hips)."""
+    b, w = obs.body, obs.body_world
+    hips, shoulders = b[:, [23, 24], :2].mean(1), b[:, [11, 12], :2].mean(1)
+    length = torch.nan_to_num((hips - shoulders).norm(dim=-1), nan=float("nan"))
+    length = torch.where(torch.isfinite(length) & (length > 4), length, torch.nanmedian(length))
+    depth = focal * 0.5 / length
+    cx, cy = (obs.width - 1) / 2, (obs.height - 1) / 2
+    hips = torch.where(torch.isfinite(hips), hips, torch.tensor([cx, cy]))
+    x_cam = torch.stack([(hips[:, 0] - cx) * depth / focal, (hips[:, 1] - cy) * depth / focal, depth], -1)
+    translation = x_cam @ WORLD_TO_CAMERA  # camera -> world (R orthonormal)
+    d = torch.nan_to_num(w[:, 11] - w[:, 12])  # right -> left shoulder, camera axes
+    yaw = torch.atan2(d[:, 2], d[:, 0])
+    return torch.stack([torch.zeros_like(yaw), torch.zeros_like(yaw), yaw], -1), translation
+
+
+def _contours(masks: Tensor, points: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Up to ``points`` outline pixels (F, P, 2) per mask and their validity (F, P)."""
+    m = masks.float()[:, None]
+    inner = -F.max_pool2d(-m, 3, 1, 1)
+    edge = (m - inner)[:, 0] > 0
+    g = torch.Generator().manual_seed(seed)
+    out, valid = torch.zeros(len(masks), points, 2), torch.zeros(len(masks), points, dtype=torch.bool)
+    for f in range(len(masks)):
+        yx = edge[f].nonzero().float()
+        if len(yx) == 0:
+            continue
+        pick = torch.randperm(len(yx), generator=g)[:points]
+        out[f, : len(pick)] = yx[pick].flip(-1)
+        valid[f, : len(pick)] = True
+    return out, valid
+
+
+class _Objective:
+    """The losses, given posed points of a batch of frames."""
+
+    def __init__(self, obs: Observations, cfg: FitConfig, marks: AnnyLandmarks, sil_vertices: Tensor) -> None:
+        self.obs, self.cfg, self.marks = obs, cfg, marks
+        self.body, self.conf, self.world, self.hand_conf = _targets(obs)
+        self.scale = math.hypot(obs.width, obs.height) / 100
+        self.sil_vertices = sil_vertices
+        if obs.masks is not None and cfg.silhouette > 0:
+            self.outline, self.outline_valid = _contours(obs.masks, 256)
+        n = len(ANNY_BONES)
+        w = torch.full((n,), 0.02)
+        for i, b in enumerate(ANNY_BONES):
+            if b.startswith(("spine", "neck", "head", "clavicle", "shoulder", "pelvis")):
+                w[i] = 0.2
+            elif "02." in b:  # twist segments
+                w[i] = 1.0
+            elif b.startswith(_FINGER):
+                w[i] = 0.005
+        w[0] = 0.0
+        self.prior_w = w
+        self.knee = torch.tensor([ANNY_BONES.index(f"lowerleg01{s}") for s in (".L", ".R")])
+        self.elbow = torch.tensor([ANNY_BONES.index(f"lowerarm01{s}") for s in (".L", ".R")])
+
+    def project(self, x_cam: Tensor, focal: Tensor) -> Tensor:
+        cx, cy = (self.obs.width - 1) / 2, (self.obs.height - 1) / 2
+        z = x_cam[..., 2:].clamp_min(0.05)
+        return torch.cat([focal * x_cam[..., :1] / z + cx, focal * x_cam[..., 1:2] / z + cy], -1)
+
+    def __call__(self, frames: Tensor, body_pts: Tensor, hand_pts: Tensor | None, sil_pts: Tensor | None,
+                 rotvec: Tensor, focal: Tensor) -> tuple[Tensor, dict]:
+        cfg, R = self.cfg, WORLD_TO_CAMERA
+        kp = body_pts @ R.T  # camera frame (B, 23, 3)
+        conf = self.conf[frames]
+        err = (self.project(kp, focal) - self.body[frames]).norm(dim=-1) / self.scale
+        terms = {"body2d": (conf * F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=1.0)).sum()
+                 / conf.sum().clamp_min(1)}  # fmt: skip
+        hips = kp[:, [11, 12]].mean(1, keepdim=True)
+        world = self.world[frames] - self.world[frames][:, [11, 12]].mean(1, keepdim=True)
+        terms["world"] = cfg.world * (conf[..., None] * (kp - hips - world) ** 2).sum() / conf.sum().clamp_min(1)
+        if hand_pts is not None:
+            hc = self.hand_conf[frames]
+            herr = (self.project(hand_pts @ R.T, focal) - self.obs.hands[frames][..., :2].nan_to_num()).norm(dim=-1)
+            terms["hands2d"] = (hc * F.huber_loss(herr / self.scale, torch.zeros_like(herr), reduction="none")).sum() \
+                / hc.sum().clamp_min(1)  # fmt: skip
+        if sil_pts is not None and self.obs.masks is not None and cfg.silhouette > 0:
+            terms |= self._silhouette(frames, self.project(sil_pts @ R.T, focal))
+        rv = rotvec[:, 1:]
+        terms["prior"] = cfg.prior * (self.prior_w[1:, None] * rv**2).sum(-1).sum(-1).mean()
+        knee, elbow = rotvec[:, self.knee], rotvec[:, self.elbow]
+        terms["limits"] = cfg.prior * (F.relu(-knee[..., 0]) ** 2 + knee[..., 1:].pow(2).sum(-1) * 0.5
+                                       + F.relu(elbow[..., 0]) ** 2).sum(-1).mean()  # fmt: skip
+        if self.obs.video and len(frames) > 2 and bool((frames[1:] - frames[:-1] == 1).all()):
+            acc = kp[2:] - 2 * kp[1:-1] + kp[:-2]
+            terms["smooth"] = cfg.smooth * acc.pow(2).sum(-1).mean()
+        return sum(terms.values()), terms
+
+    def _silhouette(self, frames: Tensor, uv: Tensor) -> dict:
+        masks = self.obs.masks[frames]
+        H, W = masks.shape[1:]
+        ij = uv.round().long()
+        inside_img = (ij[..., 0] >= 0) & (ij[..., 0] < W) & (ij[..., 1] >= 0) & (ij[..., 1] < H)
+        flat = ij[..., 1].clamp(0, H - 1) * W + ij[..., 0].clamp(0, W - 1)
+        inside = masks.reshape(len(frames), -1).gather(1, flat) & inside_img
+        outline, valid = self.outline[frames], self.outline_valid[frames]
+        d = torch.cdist(uv, outline) / self.scale  # (B, V, P)
+        d = d.masked_fill(~valid[:, None], 1e6)
+        outside = (~inside).float()
+        out_loss = (outside * d.min(2).values).sum() / outside.sum().clamp_min(1) * outside.mean()
+        cover = (d.min(1).values * valid).sum() / valid.sum().clamp_min(1)
+        return {"sil_out": self.cfg.silhouette * 2.0 * out_loss, "sil_cover": self.cfg.silhouette * 0.1 * cover}
+
+
+def _skin_subset(template, rest_vertices: Tensor, transforms: Tensor, idx: Tensor) -> Tensor:
+    """Posed vertices ``idx`` (B, n, 3) from rest vertices (V, 3) and skinning transforms (B, J, 4, 4)."""
+    B, J = transforms.shape[:2]
+    A = (template.skin_dense[idx] @ transforms[:, :, :3, :].permute(1, 0, 2, 3).reshape(J, -1))
+    A = A.view(-1, B, 3, 4).transpose(0, 1)  # (B, n, 3, 4)
+    x = rest_vertices[idx]
+    return A[..., 0] * x[:, :1] + A[..., 1] * x[:, 1:2] + A[..., 2] * x[:, 2:3] + A[..., 3]
+
+
+def _keyframes(conf: Tensor, count: int) -> Tensor:
+    """Up to ``count`` frames spread over the clip among those whose torso was seen."""
+    ok = (conf[:, list(TORSO)] > 0.5).all(1).nonzero()[:, 0]
+    ok = ok if len(ok) else torch.arange(len(conf))
+    pick = torch.linspace(0, len(ok) - 1, min(count, len(ok))).round().long()
+    return ok[pick].unique()
+
+
+def fit_monocular(template, obs: Observations, cfg: FitConfig | None = None, progress: bool = True) -> FitResult:
+    """Fit Anny to ``obs``; see the module docstring."""
+    cfg = cfg or FitConfig()
+    marks = AnnyLandmarks(template)
+    n_frames, J = len(obs.body), len(ANNY_BONES)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    focal0 = (obs.height / 2) / math.tan(math.radians(cfg.fov_deg or 50.0) / 2)
+    log_focal = torch.tensor(math.log(focal0), requires_grad=not cfg.fov_deg)
+    root, translation = _init_root(obs, focal0)
+    g = torch.Generator().manual_seed(0)
+    sil_vertices = torch.randperm(template.num_vertices, generator=g)[:800]
+    objective = _Objective(obs, cfg, marks, sil_vertices)
+    body_mask = torch.tensor([not b.startswith(_FIXED + _FINGER) for b in ANNY_BONES], dtype=torch.float32)
+    body_mask[0] = 0.0
+    tips = marks.hand_tips.clamp_min(0).reshape(-1)
+
+    # stage 1: keyframes, phenotype and body with Anny's full forward
+    keys = _keyframes(objective.conf, cfg.keyframes)
+    pheno_logit = torch.zeros(6, requires_grad=True)
+    k_rot = torch.zeros(len(keys), J, 3, requires_grad=True)
+    k_root = root[keys].clone().requires_grad_(True)
+    k_trans = translation[keys].clone().requires_grad_(True)
+    params = [{"params": [k_rot, k_root], "lr": 0.03}, {"params": [k_trans, pheno_logit], "lr": 0.01},
+              {"params": [log_focal], "lr": 0.005}]  # fmt: skip
+    opt = torch.optim.Adam([p for p in params if p["params"][0].requires_grad])
+    bar = progress_bar(total=cfg.key_steps + cfg.steps, desc="fit", unit="step", enabled=progress)
+    for step in range(cfg.key_steps):
+        warm = step < cfg.key_steps // 5  # root and translation first
+        rv = torch.cat([k_root[:, None], (k_rot * body_mask[:, None])[:, 1:] * (0.0 if warm else 1.0)], 1)
+        out = template(rv, k_trans, phenotype=torch.sigmoid(pheno_logit)[None].expand(len(keys), -1))
+        loss, _ = objective(keys, marks.body(out.vertices[:, marks.body_vertices]), None, None, rv, log_focal.exp())
+        loss = loss + 0.01 * pheno_logit.pow(2).sum()  # the phenotype stays near the average without evidence
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        bar.update()
+    timings["keyframes_s"] = time.perf_counter() - t0
+
+    # stage 2: every frame, the phenotype fixed; start from the nearest keyframe
+    t1 = time.perf_counter()
+    phenotype = torch.sigmoid(pheno_logit.detach())
+    rest = template.rest_state(phenotype)
+    nearest = (torch.arange(n_frames)[:, None] - keys[None]).abs().argmin(1)
+    rot = (k_rot.detach() * body_mask[:, None])[nearest].clone().requires_grad_(True)
+    root_all = root.clone()
+    root_all[keys] = k_root.detach()
+    root_all = root_all.requires_grad_(True)
+    trans = translation.clone()
+    trans[keys] = k_trans.detach()
+    trans = trans.requires_grad_(True)
+    support = torch.cat([marks.body_vertices, tips, sil_vertices])
+    n_body, n_tip = len(marks.body_vertices), len(tips)
+    opt = torch.optim.Adam([{"params": [rot, root_all], "lr": 0.02}, {"params": [trans], "lr": 0.005}]
+                           + ([{"params": [log_focal], "lr": 0.002}] if log_focal.requires_grad else []))  # fmt: skip
+    free = torch.tensor([not b.startswith(_FIXED) for b in ANNY_BONES], dtype=torch.float32)[:, None]
+    frames = torch.arange(n_frames)
+    for _ in range(cfg.steps):
+        rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1)
+        _, T = template.pose_rest(rv, trans, rest, vertices=False)
+        pts = _skin_subset(template, rest.vertices, T, support)
+        joints = (T[..., :3, :3] @ rest.bone_poses[:, :3, 3, None])[..., 0] + T[..., :3, 3]
+        hand_pts = marks.hands(joints, pts[:, n_body : n_body + n_tip].view(-1, 2, 21, 3))
+        loss, terms = objective(frames, marks.body(pts[:, :n_body]), hand_pts, pts[:, n_body + n_tip :], rv,
+                                log_focal.exp())  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        bar.update()
+    bar.close()
+    timings["all_frames_s"] = time.perf_counter() - t1
+    with torch.no_grad():
+        kp = marks.body(pts[:, :n_body]) @ WORLD_TO_CAMERA.T
+        err = (objective.project(kp, log_focal.exp()) - objective.body).norm(dim=-1)
+        residual = float(err[objective.conf > 0.5].median()) if (objective.conf > 0.5).any() else float("nan")
+    f = float(log_focal.detach().exp())
+    K = torch.tensor([[f, 0, (obs.width - 1) / 2], [0, f, (obs.height - 1) / 2], [0, 0, 1]])
+    rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1).detach()
+    timings["per_frame_s"] = (time.perf_counter() - t0) / n_frames
+    return FitResult(phenotype=phenotype, rotvec=rv, translation=trans.detach(), K=K, R=WORLD_TO_CAMERA.clone(),
+                     t=torch.zeros(3), timings=timings, residual_px=residual)  # fmt: skip
+
+
+def observations_from_npz(path, masks: np.ndarray | None, width: int, height: int, video: bool) -> Observations:
+    """:class:`Observations` from the detector's ``landmarks.npz`` and the masks (F, H, W) uint8."""
+    d = np.load(path)
+    return Observations(
+        body=torch.from_numpy(d["body"]).float(), body_world=torch.from_numpy(d["body_world"]).float(),
+        hands=torch.from_numpy(d["hands"]).float(), hand_score=torch.from_numpy(d["hand_score"]).float(),
+        masks=None if masks is None else torch.from_numpy(masks > 127), width=width, height=height, video=video,
+    )  # fmt: skip

@@ -1,0 +1,180 @@
+"""A person's own video (or folder of photos) to a ``perennial-capture``: landmarks, fitting, writing.
+
+1. :func:`~perennial.capture.detect.detect` decodes the frames and finds the person's mask,
+   body, hand and face landmarks with MediaPipe (in its side environment).
+2. :func:`~perennial.capture.fit.fit_monocular` fits Anny: phenotype, per-frame pose with
+   fingers, root motion, focal length.
+3. The capture is written atomically: one camera ``cam00``, every ``test_every``-th frame held
+   out. Its images hold the person over black (frame x mask), so an avatar learns and is scored
+   on the person only; the original frames stay in ``source/`` (to composite renders over), the
+   detector's output in ``landmarks.npz`` and the fit's figures in ``fit.json``, with
+   ``overlay.png``, the fitted mesh's outline over a few frames, to look at.
+
+Frames where no person was found are left out (``fit.json`` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from perennial.body.anny import load_template
+from perennial.body.rig import PHENOTYPE_LABELS
+from perennial.capture.capture import BodyParams, Capture
+from perennial.capture.detect import detect
+from perennial.capture.fit import (
+    FitConfig,
+    FitResult,
+    Observations,
+    fit_monocular,
+    observations_from_npz,
+)
+from perennial.capture.writer import ViewData, write_capture
+from perennial.errors import ConfigError, PerennialError
+from perennial.naming import check_name
+from perennial.render.camera import Camera
+from perennial.render.image import contact_sheet, save_png, to_uint8
+from perennial.render.raycast import render_hits
+
+
+@dataclass
+class MonocularConfig:
+    """How to turn a video or a folder of images into a capture."""
+
+    appearance: str = "own"
+    """Appearance name of the capture (what the person wears)."""
+    size: int = 512
+    """Longest side of the capture's images, pixels (frames are scaled down to it)."""
+    max_frames: int = 300
+    """At most this many frames are used."""
+    stride: int = 1
+    """Use every n-th frame of the video or folder."""
+    test_every: int = 5
+    """Every n-th frame is held out for evaluation (0: none)."""
+
+    def __post_init__(self) -> None:
+        check_name(self.appearance, where="appearance")
+        for k, lo in (("size", 64), ("max_frames", 1), ("stride", 1), ("test_every", 0)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{k} must be an integer >= {lo}, got {v!r}")
+
+
+def _read_detection(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    meta = json.loads((folder / "meta.json").read_text())
+    n = meta["frames"]
+    frames = np.stack([np.asarray(Image.open(folder / "frames" / f"{k:06d}.png").convert("RGB")) for k in range(n)])
+    masks = np.stack([np.asarray(Image.open(folder / "masks" / f"{k:06d}.png").convert("L")) for k in range(n)])
+    return meta, frames, masks
+
+
+def fitted_masks(template, fit: FitResult, width: int, height: int) -> np.ndarray:
+    """(F, H, W) bool silhouettes of the fitted meshes seen by the fitted camera."""
+    cam = Camera(K=fit.K, R=fit.R, t=fit.t, width=width, height=height)
+    with torch.no_grad():
+        verts = template(fit.rotvec, fit.translation, phenotype=fit.phenotype).vertices
+    return np.stack([render_hits(v, template.faces, cam).mask.view(height, width).numpy() for v in verts])
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(F,) intersection over union of two stacks of boolean masks."""
+    inter = (a & b).reshape(len(a), -1).sum(1)
+    union = (a | b).reshape(len(a), -1).sum(1)
+    return inter / np.maximum(union, 1)
+
+
+def overlay_sheet(frames: np.ndarray, fitted: np.ndarray, count: int = 6) -> np.ndarray:
+    """Frames with the fitted mesh's silhouette tinted and outlined, ``count`` of them side by side."""
+    pick = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    tiles = []
+    for k in pick:
+        img = frames[k].astype(np.float32) / 255
+        m = fitted[k]
+        edge = m & ~(np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:] & np.pad(m, 1)[1:-1, :-2])
+        img[m] = 0.6 * img[m] + 0.4 * np.array([0.2, 0.6, 1.0])
+        img[edge] = [1.0, 0.9, 0.1]
+        tiles.append(to_uint8(img))
+    return contact_sheet(tiles, cols=len(tiles))
+
+
+def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig | None = None,
+                       fit_config: FitConfig | None = None, overwrite: bool = False,
+                       progress: bool = True) -> Capture:  # fmt: skip
+    """Write a capture of the person in ``src`` (video file or image folder) to ``out``; see the module."""
+    cfg, fit_cfg = config or MonocularConfig(), fit_config or FitConfig()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise PerennialError(f"{out}: exists and is not empty (use --overwrite to replace it)")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".perennial-capture-", dir=out.parent if out.parent.exists() else None) as tmp:
+        folder = detect(src, Path(tmp) / "det", cfg.size, cfg.max_frames, cfg.stride, progress)
+        meta, frames, masks = _read_detection(folder)
+        t_detect = time.perf_counter() - t0
+        obs = observations_from_npz(folder / "landmarks.npz", masks, meta["width"], meta["height"], meta["video"])
+        seen = _person_seen(obs)
+        if seen.sum() < 1:
+            raise PerennialError(f"{src}: no person found in any frame")
+        keep = np.flatnonzero(seen)
+        obs = _subset(obs, keep)
+        template = load_template("anny")
+        fit = fit_monocular(template, obs, fit_cfg, progress=progress)
+        capture = _write(out, cfg, fit, frames[keep], masks[keep], meta, overwrite)
+        shutil.copy(folder / "landmarks.npz", out / "landmarks.npz")
+    fitted = fitted_masks(template, fit, meta["width"], meta["height"])
+    iou = mask_iou(fitted, masks[keep] > 127)
+    save_png(out / "overlay.png", overlay_sheet(frames[keep], fitted))
+    report = {
+        "source": str(src), "frames": int(meta["frames"]), "used": keep.tolist(),
+        "dropped": sorted(set(range(meta["frames"])) - set(keep.tolist())), "fps": meta["fps"],
+        "focal_px": float(fit.K[0, 0]), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
+        "reprojection_px_median": fit.residual_px, "mask_iou_vs_detector": float(iou.mean()),
+        "seconds": {"landmarks": t_detect, **fit.timings, "total": time.perf_counter() - t0},
+        "config": asdict(cfg), "fit_config": asdict(fit_cfg), "mediapipe": meta.get("mediapipe"),
+    }  # fmt: skip
+    (out / "fit.json").write_text(json.dumps(report, indent=1) + "\n")
+    return capture
+
+
+def _person_seen(obs: Observations) -> np.ndarray:
+    torso = obs.body[:, [11, 12, 23, 24]]
+    return (torch.isfinite(torso[..., :2]).all(-1).all(-1) & (torso[..., 3].nan_to_num() > 0.3).all(-1)).numpy()
+
+
+def _subset(obs: Observations, keep: np.ndarray) -> Observations:
+    k = torch.from_numpy(keep)
+    return Observations(body=obs.body[k], body_world=obs.body_world[k], hands=obs.hands[k],
+                        hand_score=obs.hand_score[k], masks=None if obs.masks is None else obs.masks[k],
+                        width=obs.width, height=obs.height, video=obs.video)  # fmt: skip
+
+
+def _write(out: Path, cfg: MonocularConfig, fit: FitResult, frames: np.ndarray, masks: np.ndarray, meta: dict,
+           overwrite: bool) -> Capture:  # fmt: skip
+    cam = Camera(K=fit.K, R=fit.R, t=fit.t, width=meta["width"], height=meta["height"])
+    fps = meta["fps"] or 30.0
+    views = []
+    for f in range(len(frames)):
+        split = "test" if cfg.test_every and f % cfg.test_every == cfg.test_every - 1 else "train"
+        person = (frames[f].astype(np.float32) * (masks[f][..., None] > 127)).astype(np.uint8)
+        views.append(ViewData(camera="cam00", frame=f, split=split, image=person, mask=masks[f]))
+    template = load_template("anny")
+    body = BodyParams(bones=list(template.bone_names), rotvec=fit.rotvec, translation=fit.translation,
+                      facial_actions=torch.zeros(len(frames), len(template.facial_action_names)),
+                      facial_action_labels=list(template.facial_action_names))  # fmt: skip
+    body_info = {"template": "anny", "rig": "anny", "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist()))}
+    capture = write_capture(out, appearance=cfg.appearance, body_info=body_info, cameras={"cam00": cam},
+                            frames=[{"index": f, "time": f * (cfg.stride / fps if meta["video"] else 1.0)}
+                                    for f in range(len(frames))],
+                            views_with_arrays=views, body=body, overwrite=overwrite)  # fmt: skip
+    src = out / "source"
+    src.mkdir()
+    for f in range(len(frames)):
+        Image.fromarray(frames[f]).save(src / f"{f:06d}.png")
+    return capture
