@@ -1,4 +1,4 @@
-"""``perennial motion import | inspect | render`` and ``perennial bench motion``: motion
+"""``perennial motion import | inspect | prior | render`` and ``perennial bench motion``: motion
 capture (BVH, ASF/AMC) retargeted to Anny."""
 
 from __future__ import annotations
@@ -69,6 +69,31 @@ def _cmd_motion_render(a: argparse.Namespace) -> int:
         clip = clip.slice(0, min(clip.num_frames, round(a.seconds * clip.fps)))
     path = render_clip_video(clip, a.out, camera=a.camera, size=a.size, appearance=a.appearance)
     print(f"wrote {path}: {clip.num_frames} frames at {clip.fps:g} fps")
+    return 0
+
+
+def _cmd_motion_prior(a: argparse.Namespace) -> int:
+    from perennial.config import options_given, override
+    from perennial.motion.prior import (
+        PriorConfig,
+        describe,
+        load_training_poses,
+        save_retrieval_bank,
+        train_prior,
+    )
+
+    cfg = override(PriorConfig(), options_given(a))
+    for path in (a.out, a.retrieval_out):
+        if path and Path(path).exists() and not a.overwrite:
+            raise OutputExistsError(f"{path}: exists (pass --overwrite to replace it)")
+    rotvec, clips = load_training_poses(a.bank, fps=cfg.fps)
+    prior = train_prior(rotvec, clips, cfg, progress=not a.quiet, source=str(a.bank))
+    prior.save(a.out)
+    print(describe(prior))
+    print(f"wrote {a.out}")
+    if a.retrieval_out:
+        n = save_retrieval_bank(load_training_poses(a.bank, fps=a.retrieval_fps)[0], a.retrieval_out)
+        print(f"wrote {a.retrieval_out}: {n} poses at {a.retrieval_fps:g} frames/s for retrieval")
     return 0
 
 
@@ -173,6 +198,22 @@ def add_motion_commands(sub) -> None:
     mn.add_argument("--write-map", metavar="MAP.json", help="also write the bone map as JSON, for editing")
     mn.add_argument("--overwrite", action="store_true", help="replace an existing --write-map file")
     mn.set_defaults(func=_cmd_motion_inspect)
+    from perennial.config import add_options
+    from perennial.motion.prior import PriorConfig
+
+    mp = msub.add_parser("prior", help="train a pose prior (VAE over body and finger poses) on a motion bank",
+                         description="Train the pose prior of Motion Distribution Align on every frame of a motion "
+                                     "bank (folder or .npz from 'motion import', or one clip) and print its "
+                                     "reconstruction error on held-out clips (degrees per bone, cm per joint).")  # fmt: skip
+    mp.add_argument("bank", help="motion bank folder or .npz (perennial motion import), or a clip")
+    mp.add_argument("--out", required=True, help="prior file to write (.safetensors)")
+    add_options(mp, PriorConfig(), ["steps", "latent", "hidden", "batch", "lr", "kl", "joints", "holdout", "fps",
+                                    "seed"])  # fmt: skip
+    mp.add_argument("--retrieval-out", help="also write the bank's poses as a retrieval bank (.npz, float16)")
+    mp.add_argument("--retrieval-fps", type=float, default=10.0, help="frame rate of --retrieval-out (default: 10)")
+    mp.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    mp.add_argument("--quiet", action="store_true", help="no progress bar")
+    mp.set_defaults(func=_cmd_motion_prior)
     mr = msub.add_parser("render", help="render a clip on the body template in a procedural outfit")
     mr.add_argument("clip", help=".bvh, .amc or .npz motion clip")
     mr.add_argument("--out", required=True, help="video file, .mp4 or .gif")

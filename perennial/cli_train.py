@@ -20,6 +20,9 @@ from perennial.errors import ConfigError
 
 TRAIN_OPTIONS = ["steps", "seconds", "rays_per_step", "samples", "seed", "lr_final", "checkpoint_every"]
 TRAIN_FLAGS = {"rays_per_step": "--rays"}
+RETRIEVAL_OPTIONS = ["retrieval.fraction", "retrieval.bank", "retrieval.neighbours"]
+RETRIEVAL_FLAGS = {"retrieval.fraction": "--retrieval", "retrieval.bank": "--retrieval-bank",
+                   "retrieval.neighbours": "--retrieval-neighbours"}  # fmt: skip
 
 
 def _training_config(method_name: str, preset_name: str, a: argparse.Namespace):
@@ -97,12 +100,12 @@ def _check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: only 'cpu' is supported by this version")
 
 
-def _load(a: argparse.Namespace, appearance: str):
+def _load(a: argparse.Namespace, appearance: str, with_poses: bool = False):
     from perennial.avatar.io import load_avatar
 
-    avatar, version, _ = load_avatar(a.avatar)
+    avatar, version, poses = load_avatar(a.avatar)
     avatar.check_appearance(appearance, str(a.avatar))
-    return avatar, version
+    return (avatar, version, poses) if with_poses else (avatar, version)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -130,6 +133,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
+    import torch
+
     from perennial.progress import progress
     from perennial.render.image import save_png, to_uint8
     from perennial.render.video import write_video
@@ -137,7 +142,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
     if (a.capture is None) == (a.motion is None):
         raise ConfigError("give exactly one of --capture DIR or --motion CLIP")
     check_rate(a.fps, a.seconds, a.size)
-    avatar, _ = _load(a, a.appearance)
+    avatar, _, poses = _load(a, a.appearance, with_poses=True)
     jobs = []  # (name, camera, rotvec, translation, facial actions)
     if a.capture:
         from perennial.capture import read_capture
@@ -158,6 +163,11 @@ def _cmd_render(a: argparse.Namespace) -> int:
         cams = camera_path(a.camera, clip.translation, a.size)
         jobs = [(f"{f:06d}", cams[f], clip.rotvec[f], clip.translation[f], None) for f in range(clip.num_frames)]
         fps = clip.fps
+    if a.align and jobs:  # Motion Distribution Align: the body poses moved into the avatar's training poses
+        from perennial.avatar.drive import align_poses
+
+        aligned = align_poses(poses, torch.stack([j[2] for j in jobs]))
+        jobs = [(n, c, aligned[i], tr, fa) for i, (n, c, _, tr, fa) in enumerate(jobs)]
     out = Path(a.out)
     video = out.suffix.lower() in (".mp4", ".gif")
 
@@ -195,6 +205,7 @@ def add_train_commands(sub) -> None:
                 note="for field avatars, 24 for texture avatars")  # fmt: skip
     add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map"],
                 note="for texture avatars")  # fmt: skip
+    add_options(c, preset(field, "create"), RETRIEVAL_OPTIONS, RETRIEVAL_FLAGS)
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")
     c.add_argument("--quiet", action="store_true", help="no progress output")
@@ -220,6 +231,7 @@ def add_train_commands(sub) -> None:
     add_options(ln, preset(field, "fast"), TRAIN_OPTIONS, TRAIN_FLAGS, note="of the fast strategy")
     add_options(ln, preset(field, "replay"), ["distill.start", "replay.patch"],
                 {"distill.start": "--distill-start"}, note="with replay")  # fmt: skip
+    add_options(ln, preset(field, "fast"), RETRIEVAL_OPTIONS, RETRIEVAL_FLAGS)
     ln.add_argument("--resume", action="store_true", help="continue an interrupted learn from its checkpoint")
     ln.add_argument("--quiet", action="store_true", help="no progress output")
     ln.set_defaults(func=_cmd_learn)
@@ -234,6 +246,9 @@ def add_train_commands(sub) -> None:
     r.add_argument("--size", type=int, default=256, help="with --motion: frame size, pixels, >= 8 (default: 256)")
     r.add_argument("--fps", type=float, default=30.0, help="with --motion: frame rate, frames/s (default: 30)")
     r.add_argument("--seconds", type=float, help="with --motion: only the first SECONDS")
+    r.add_argument("--align", action="store_true",
+                   help="Motion Distribution Align: move the driving body poses into the avatar's training poses "
+                        "(pose prior + a decoder trained on them in a few seconds; root and translation kept)")  # fmt: skip
     r.add_argument("--out", required=True, help="OUT.mp4 / OUT.gif (video) or a folder (PNGs)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_cmd_render)

@@ -1,0 +1,299 @@
+"""``perennial bench ood``: driving avatars with motions unlike their training motion.
+
+The training capture is narrow: Anny standing and waving (the built-in ``wave``, with the
+seeded face and finger animation). The test motions are not: walking and squatting (built-in)
+and CMU clips (hop, dance), each rendered by ``synth`` in the same outfit with ground truth.
+For field and texture avatars, trained with and without retrieval-augmented training (RAF,
+:mod:`perennial.learn.retrieval`), it measures:
+
+- PSNR / LPIPS-alex against ground truth on the training capture's held-out views (in
+  distribution) and on the test motions (out of distribution, poses as given);
+- FID / KID (:mod:`perennial.evaluate.fid`) of the out-of-distribution renders against the
+  ground-truth renders, with the poses as given and aligned by Motion Distribution Align
+  (:mod:`perennial.motion.align`: alignment changes the pose, so it is compared by distribution);
+- per test motion, independent of the avatar: the distance of the driving poses to the
+  training poses (mean over frames of the nearest training pose's Euclidean distance over the
+  body bones' rotation vectors, radians) before and after alignment; the jerk before and after
+  (m/s^3); the semantic preservation: the correlation over time between aligned and original
+  joint positions (root frame) of the limbs the training set moves;
+- the retrieval index: build time and per-query latency of every installed library on the
+  bank's whole-body descriptors (and recall against exact search);
+- the pose prior's held-out reconstruction error (from its training record).
+
+Writes ``ood.json`` and ``ood.md`` to ``--out`` (default ``out/bench-ood``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from perennial.numerics import numeric_path
+
+__all__ = ["OodBenchConfig", "bench_cli", "motion_figures", "run_ood_bench"]
+
+
+@dataclass(kw_only=True)
+class OodBenchConfig:
+    """Size of the out-of-distribution benchmark."""
+
+    size: int = 128
+    """Image size of every capture, pixels."""
+    cameras: int = 6
+    """Cameras of the training capture."""
+    train_frames: int = 40
+    """Frames of the training capture (standing and waving)."""
+    test_cameras: int = 3
+    """Cameras of each test-motion capture."""
+    test_frames: int = 16
+    """Frames of each test motion."""
+    motions: tuple[str, ...] = ("walk", "squat", "cmu/131_03.bvh@60", "cmu-cc/005/005_02.bvh@90")
+    """Test motions: built-in names, or files under shared/data/motion with an optional @start frame (30 fps)."""
+    steps: dict[str, int] = field(default_factory=lambda: {"field": 2000, "texture": 2000})
+    """Create steps per method."""
+    retrieval: float = 0.5
+    """The RAF fraction of the ``+raf`` variants."""
+    fid: bool = True
+    """Compute FID/KID (needs the Inception file; null with the reason otherwise)."""
+
+    @classmethod
+    def quick(cls) -> OodBenchConfig:
+        return cls(size=96, cameras=4, train_frames=20, test_cameras=2, test_frames=8,
+                   motions=("walk", "squat", "cmu/131_03.bvh@60"), steps={"field": 300, "texture": 200})  # fmt: skip
+
+
+def _shared_motion() -> Path:
+    here = Path(__file__).resolve()
+    for root in [Path.cwd(), *here.parents]:
+        d = root.parent / "shared" / "data" / "motion"
+        if d.is_dir():
+            return d
+    from perennial.errors import PerennialError
+
+    raise PerennialError("bench ood: shared/data/motion not found (needed for the CMU test motions)")
+
+
+def _motion_arg(spec: str, frames: int, work: Path) -> str:
+    """A synth --motion: a built-in name, or a clip slice written as .npz."""
+    from perennial.motion.load import load_motion
+    from perennial.motion.procedural import MOTIONS
+
+    if spec in MOTIONS:
+        return spec
+    name, _, start = spec.partition("@")
+    clip = load_motion(_shared_motion() / name, fps=30.0)
+    s = min(int(start or 0), max(clip.num_frames - frames, 0))
+    path = work / f"{Path(name).stem}-{s}.npz"
+    clip.slice(s, s + frames).save(path)
+    return str(path)
+
+
+def _covered(train_joints: torch.Tensor, threshold_m: float = 0.03) -> list[int]:
+    """Joints whose position (root frame) the training poses move by more than ``threshold_m`` (std)."""
+    std = train_joints.std(0).norm(dim=-1)
+    return [int(j) for j in (std > threshold_m).nonzero()[:, 0]]
+
+
+def motion_figures(train: torch.Tensor, test: torch.Tensor, fps: float = 30.0) -> dict[str, float]:
+    """Distance to the training poses, jerk and semantic preservation of one test motion, aligned."""
+    import numpy as np
+    import roma
+
+    from perennial.motion.align import aligner_for, jerk
+    from perennial.motion.prior import PoseFK
+    from perennial.motion.retrieval import PartIndex, descriptor
+
+    aligned = aligner_for(train).align(test)
+    index = PartIndex(descriptor("body", train), "faiss")
+
+    def dist(rv):
+        return float(np.sqrt(index.search(descriptor("body", rv), 1)[0][:, 0].clip(min=0)).mean())
+
+    fk = PoseFK()
+
+    def joints(rv):
+        rv = rv.float().clone()
+        rv[:, 0] = 0
+        with torch.no_grad():
+            return fk(roma.rotvec_to_rotmat(rv))
+
+    cov = _covered(joints(train))
+    a, o = joints(aligned)[:, cov].reshape(test.shape[0], -1), joints(test)[:, cov].reshape(test.shape[0], -1)
+    moving = o.std(0) > 0.01
+    corr = float("nan")
+    if moving.any() and test.shape[0] > 2:
+        a, o = a[:, moving] - a[:, moving].mean(0), o[:, moving] - o[:, moving].mean(0)
+        c = (a * o).sum(0) / (a.norm(dim=0) * o.norm(dim=0)).clamp_min(1e-9)
+        corr = float(c.mean())
+    return {"dist_before": dist(test), "dist_after": dist(aligned), "jerk_before": jerk(test, fps, fk),
+            "jerk_after": jerk(aligned, fps, fk), "correlation": corr, "covered_joints": len(cov)}  # fmt: skip
+
+
+def _images(avatar, capture, appearance, views, rotvecs=None):
+    """(N, 3, H, W) renders of views (poses replaced by ``rotvecs[frame row]`` when given) and truths."""
+    pred, gt = [], []
+    for v in views:
+        rv, tr, fa = capture.body_params(v.frame)
+        if rotvecs is not None:
+            rv = rotvecs[capture.frame_row(v.frame)]
+        pred.append(avatar.render_image(capture.cameras[v.camera], rv, tr, appearance, fa).rgb.permute(2, 0, 1))
+        gt.append(capture.load_image(v).permute(2, 0, 1))
+    return torch.stack(pred).clamp(0, 1), torch.stack(gt)
+
+
+def _quality(pred, gt) -> dict[str, float]:
+    from perennial.evaluate.metrics import lpips, psnr
+
+    with torch.no_grad():
+        return {"psnr": float(psnr(pred, gt).mean()), "lpips": float(lpips(pred, gt, "alex").mean())}
+
+
+def _fid(features, real_f, fake) -> dict:
+    from perennial.evaluate.fid import fid_kid_from_features
+
+    r = fid_kid_from_features(real_f, features(fake))
+    return {"fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n_fake"]}
+
+
+def run_ood_bench(out: str | Path, config: OodBenchConfig | None = None, progress: bool = True) -> dict:
+    """Run the benchmark into ``out``; returns the result tree (also written as ``ood.json``)."""
+    from perennial.body.anny import load_template
+    from perennial.capture.synth import SynthConfig, synthesize
+    from perennial.learn.methods import fit, get_method, preset
+    from perennial.motion.prior import default_prior
+
+    c = config or OodBenchConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res: dict = {"config": asdict(c), "numeric_path": numeric_path(), "prior": default_prior().info.get("heldout")}
+    train = synthesize(out / "train", SynthConfig(appearance="ood", motion="wave", cameras=c.cameras, frames=c.train_frames,
+                                                  size=c.size, seed=3), overwrite=True, progress=False)  # fmt: skip
+    tests = {}
+    for spec in c.motions:
+        name = spec.split("/")[-1].split(".")[0]
+        cfg = SynthConfig(appearance="ood", motion=_motion_arg(spec, c.test_frames, out), cameras=c.test_cameras,
+                          frames=c.test_frames, size=c.size, seed=3, test_camera_every=0, test_frame_every=0)  # fmt: skip
+        tests[name] = synthesize(out / f"test-{name}", cfg, overwrite=True, progress=False)
+    train_poses = train.body.rotvec[[train.frame_row(f) for f in sorted({v.frame for v in train.views_of("train")})]]
+    res["motions"] = {n: motion_figures(train_poses, cap.body.rotvec) for n, cap in tests.items()}
+    from perennial.motion.align import aligner_for
+
+    aligned = {n: aligner_for(train_poses).align(cap.body.rotvec) for n, cap in tests.items()}
+    features = real_f = None
+    if c.fid:
+        try:
+            from perennial.evaluate.fid import load_inception
+
+            features = load_inception()
+        except Exception as e:  # the Inception file missing (InceptionNotFound) or fid.py absent
+            res["fid_unavailable"] = f"{type(e).__name__}: {e}"
+    template = load_template("anny")
+    res["avatars"] = {}
+    for method in c.steps:
+        for raf in (0.0, c.retrieval):
+            label = f"{method}{'+raf' if raf else ''}"
+            m = get_method(method)
+            cfg = preset(m, "create", **{"engine.steps": c.steps[method], "checkpoint_every": 0,
+                                         "retrieval.fraction": raf})  # fmt: skip
+            cfg.meta = None
+            avatar = m.new(template, train, cfg)
+            t1 = time.perf_counter()
+            fit(avatar, train, cfg, method=method, progress=progress)
+            r = {"train_s": time.perf_counter() - t1}
+            r["id"] = _quality(*_images(avatar, train, "ood", train.views_of("test")))
+            preds, gts, preds_al = [], [], []
+            for n, cap in tests.items():
+                p, g = _images(avatar, cap, "ood", cap.views)
+                r[f"ood.{n}"] = _quality(p, g)
+                preds.append(p)
+                gts.append(g)
+                preds_al.append(_images(avatar, cap, "ood", cap.views, aligned[n])[0])
+            p, g = torch.cat(preds), torch.cat(gts)
+            r["ood"] = _quality(p, g)
+            if features is not None:
+                if real_f is None:
+                    real_f = features(g)
+                r["fid_ood"] = _fid(features, real_f, p)
+                r["fid_ood_aligned"] = _fid(features, real_f, torch.cat(preds_al))
+            res["avatars"][label] = r
+            if progress:
+                print(f"{label}: {json.dumps(r)}")
+    res["retrieval"] = retrieval_figures()
+    res["seconds"] = time.perf_counter() - t0
+    (out / "ood.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "ood.md").write_text(format_summary(res) + "\n")
+    return res
+
+
+def retrieval_figures(queries: int = 200) -> dict[str, float]:
+    """Build and query time of every installed index library on the shipped bank's body descriptors,
+    and the build time of the whole retrieval bank (every part) with the default library."""
+    import numpy as np
+
+    from perennial.motion.retrieval import RetrievalBank, descriptor, measure_backends
+
+    bank = RetrievalBank.load(None, "faiss")
+    x = descriptor("body", bank.rotvec)
+    q = x[np.linspace(0, len(x) - 1, queries).astype(int)] + 0.01
+    out = {"bank_poses": float(len(x)), "bank_faces": float(bank.facial.shape[0]), "bank_build_ms": bank.build_s * 1000}
+    return out | measure_backends(x, q)
+
+
+def format_summary(res: dict) -> str:
+    """Markdown tables of the result."""
+    lines = [f"numeric path: {res['numeric_path']}", "",
+             "| avatar | ID PSNR | ID LPIPS | OOD PSNR | OOD LPIPS | OOD FID | OOD KID | aligned FID | aligned KID |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def f(x, k):
+        return "null" if x is None or x.get(k) is None else f"{x[k]:.4g}"
+
+    for label, r in res["avatars"].items():
+        lines.append(f"| {label} | {r['id']['psnr']:.2f} | {r['id']['lpips']:.4f} | {r['ood']['psnr']:.2f} | "
+                     f"{r['ood']['lpips']:.4f} | {f(r.get('fid_ood'), 'fid')} | {f(r.get('fid_ood'), 'kid')} | "
+                     f"{f(r.get('fid_ood_aligned'), 'fid')} | {f(r.get('fid_ood_aligned'), 'kid')} |")  # fmt: skip
+    if "fid_unavailable" in res:
+        lines.append(f"\nFID/KID null: {res['fid_unavailable']}")
+    lines += ["", "| motion | pose dist before | after (rad) | jerk before | after (m/s^3) | correlation | joints |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for n, m in res["motions"].items():
+        lines.append(f"| {n} | {m['dist_before']:.3f} | {m['dist_after']:.3f} | {m['jerk_before']:.1f} | "
+                     f"{m['jerk_after']:.1f} | {m['correlation']:.3f} | {m['covered_joints']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _flat(res: dict) -> dict:
+    out: dict = {"numeric_path": res["numeric_path"]}
+    for label, r in res["avatars"].items():
+        for k, v in r.items():
+            if isinstance(v, dict):
+                out |= {f"{label}.{k}.{kk}": vv for kk, vv in v.items()}
+            else:
+                out[f"{label}.{k}"] = v
+        for k in ("fid_ood", "fid_ood_aligned"):
+            if k not in r:
+                out[f"{label}.{k}"] = None
+    out |= {f"motion.{n}.{k}": v for n, m in res["motions"].items() for k, v in m.items()}
+    out |= {f"retrieval.{k}": v for k, v in res["retrieval"].items()}
+    if res.get("prior"):
+        out |= {f"prior.heldout.{k}": v for k, v in res["prior"].items()}
+    if "fid_unavailable" in res:
+        out["fid_unavailable"] = res["fid_unavailable"]
+    out["seconds"] = res["seconds"]
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+def bench_cli(args) -> dict:
+    """``perennial bench ood [--quick] [--out DIR] [--json FILE]``: flat figures (the CLI prints them)."""
+    cfg = OodBenchConfig.quick() if args.quick else OodBenchConfig()
+    out = args.out or "out/bench-ood"
+    res = run_ood_bench(out, cfg)
+    print(format_summary(res))
+    print(f"wrote {out}/ood.json, ood.md")
+    return _flat(res)
