@@ -17,8 +17,9 @@ __all__ = ["bench_generator_widths", "bench_texture_lookup", "bench_texture_rast
            "bench_texture_speed", "bench_frame"]  # fmt: skip
 
 
-def bench_frame(size: int):
-    """(camera, rotvec (J, 3), translation (3,)) of the benchmark frame at ``size`` x ``size``."""
+def bench_frame(size: int, frame: int = 0):
+    """(camera, rotvec (J, 3), translation (3,)) of the benchmark frame at ``size`` x ``size``
+    (``frame`` of the 8-frame walk; 0 is its widest stride)."""
     import torch
 
     from perennial.motion.procedural import procedural_motion
@@ -26,7 +27,7 @@ def bench_frame(size: int):
 
     rv, off = procedural_motion("walk", 8)
     cam = Camera.look_at([0.0, -3.0, 0.9], [0.0, 0.0, 0.85], size, size, fov_deg=36.0)
-    return cam, rv[0], off[0] + torch.tensor([0.0, 0.0, 0.87])
+    return cam, rv[frame], off[frame] + torch.tensor([0.0, 0.0, 0.87])
 
 
 def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
@@ -42,12 +43,16 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_texture_speed(avatar=None, sizes=(256, 512), repeats: int = 10, modes=None) -> dict:
+def bench_texture_speed(avatar=None, sizes=(256, 512), repeats: int = 10, modes=None, config=None) -> dict:
     """Median time of a whole ``render_image`` frame and of its stages, per size and numeric path.
+
+    An avatar with temporal attention renders the frame as the next frame of a clip: it gets
+    the previous walk frame's :class:`~perennial.avatar.texture.dual.ClipState` without its
+    map, so the previous low-res map is rasterised as in a causal render of a moving body.
 
     Args:
         avatar: a :class:`~perennial.avatar.texture.model.TextureAvatar` (its first appearance);
-            default: an untrained one on the Anny template with the default config.
+            default: an untrained one on the Anny template with ``config`` (default: the default config).
         sizes: square image sizes, pixels.
         repeats: frames timed per size and path.
         modes: autocast modes of the generator to time (default: the avatar's own, and for the
@@ -61,6 +66,7 @@ def bench_texture_speed(avatar=None, sizes=(256, 512), repeats: int = 10, modes=
     """
     import torch
 
+    from perennial.avatar.texture.dual import ClipState
     from perennial.avatar.texture.model import STAGES, TextureAvatar
     from perennial.body.anny import load_template
     from perennial.numerics import numeric_path
@@ -68,7 +74,7 @@ def bench_texture_speed(avatar=None, sizes=(256, 512), repeats: int = 10, modes=
     own = avatar is None
     if own:
         torch.manual_seed(0)
-        avatar = TextureAvatar(load_template(), {}, ["a"])
+        avatar = TextureAvatar(load_template(), {}, ["a"], config)
     avatar.eval()
     name = avatar.appearance_names[0]
     gen = avatar.generator
@@ -78,17 +84,23 @@ def bench_texture_speed(avatar=None, sizes=(256, 512), repeats: int = 10, modes=
                  "paths": {m: numeric_path(m) for m in modes},
                  "shared_MB": avatar.shared_bytes() / 1e6,
                  "appearance_MB": avatar.appearance(name).nbytes() / 1e6,
-                 "widths": list(avatar.config.widths), "raster": avatar.config.raster}  # fmt: skip
+                 "widths": list(avatar.config.widths), "raster": avatar.config.raster,
+                 "attention": {"spatial": avatar.config.spatial_attention, "temporal": avatar.config.temporal_attention,
+                               "reduction": avatar.config.attention_reduction}}  # fmt: skip
     try:
         for size in sizes:
             cam, rv, tr = bench_frame(int(size))
             fa = torch.full((52,), 0.2)
             runs: dict[str, list[dict]] = {m: [] for m in modes}
+            previous = None
+            if avatar.temporal:  # the walk's previous frame, as a causal clip render carries it
+                prv, ptr = bench_frame(int(size), frame=7)[1:]
+                previous = ClipState(avatar.pose(prv, ptr, fa)[0])
 
             def frame(m: str, cam=cam, rv=rv, tr=tr, fa=fa) -> None:
                 gen.autocast_mode = m
                 t0 = time.perf_counter()
-                out = avatar.render_image(cam, rv, tr, name, fa, timings=True)
+                out = avatar.render_image(cam, rv, tr, name, fa, timings=True, previous=previous)
                 out.timings["frame"] = (time.perf_counter() - t0) * 1000.0
                 runs[m].append(out.timings)
 
@@ -98,7 +110,7 @@ def bench_texture_speed(avatar=None, sizes=(256, 512), repeats: int = 10, modes=
             for _ in range(repeats):
                 for m in modes:
                     frame(m)
-            full = avatar(cam, rv, tr, name, fa)
+            full = avatar(cam, rv, tr, name, fa, previous=previous)
             for m in modes:
                 key = f"{m}_{size}"
                 res[f"{key}_ms"] = statistics.median(t["frame"] for t in runs[m])

@@ -85,8 +85,12 @@ def evaluate_avatar(
         rest = template.rest_state(capture.body_info.get("phenotype"))
     for v in progress_bar(views, desc=f"evaluating {appearance}", unit="view", enabled=progress):
         rotvec, translation, facial = capture.body_params(v.frame)
+        extra = {}
+        if getattr(avatar, "temporal", False):  # a frame of a clip: it sees the capture's previous frame
+            row = capture.frame_row(v.frame)
+            extra["previous"] = capture.body_params(capture.frames[max(row - 1, 0)]["index"])
         t0 = time.perf_counter()
-        out = avatar.render_image(capture.cameras[v.camera], rotvec, translation, appearance, facial)
+        out = avatar.render_image(capture.cameras[v.camera], rotvec, translation, appearance, facial, **extra)
         times.append(time.perf_counter() - t0)
         gt = capture.load_image(v).permute(2, 0, 1)
         if temporal or fid:

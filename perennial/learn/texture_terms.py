@@ -50,6 +50,8 @@ class _Image:
     translation: Tensor
     facial: Tensor | None
     centres: dict[str, list[tuple[float, float]]]  # "body" / "face" / "hands" -> pixel centres (u, v)
+    previous: tuple  # the previous frame's (rotvec, translation, facial), for temporal attention
+    key: tuple[str, int] = ("", -1)  # (camera name, frame index)
 
 
 class TrainingImages:
@@ -81,8 +83,10 @@ class TrainingImages:
                 uv, z = cam.project(centres[v.frame][part])
                 px[part] = [(float(p[0]), float(p[1])) for p, d in zip(uv, z) if d > 0
                             and 0 <= p[0] < cam.width and 0 <= p[1] < cam.height]  # fmt: skip
+            row = capture.frame_row(v.frame)  # the previous frame of the capture (itself for the first)
+            previous = capture.body_params(capture.frames[row - 1]["index"] if row > 0 else v.frame)
             self.images.append(_Image(cam, vp.rgb.permute(2, 0, 1).contiguous(), vp.mask[None].contiguous(),
-                                      rotvec, translation, facial, px))  # fmt: skip
+                                      rotvec, translation, facial, px, previous, (v.camera, v.frame)))  # fmt: skip
         self.body_boxes = [self._box(im.mask) for im in self.images]
 
     @staticmethod
@@ -159,8 +163,9 @@ class ImageCrops:
         cam = im.camera
         x0, y0, w, h = window(centre, self.crop, cam.width, cam.height, g, jitter=0.25 if kind == "body" else 0.1)
         cond = None if self.condition is None else self.condition(i, im.rotvec, im.facial, g)
+        previous = im.previous if getattr(self.avatar, "temporal", False) else None
         out = self.avatar(cam, im.rotvec, im.translation, self.appearance, im.facial, crop=(x0, y0, w, h),
-                          condition=cond)  # fmt: skip
+                          condition=cond, previous=previous)  # fmt: skip
         gt = im.rgb[:, y0 : y0 + h, x0 : x0 + w]
         mask = im.mask[:, y0 : y0 + h, x0 : x0 + w]
         pred = out["rgb"]

@@ -49,6 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perennial.avatar.appearances import AppearanceSet
+from perennial.avatar.texture.attention import DualAttention
+from perennial.avatar.texture.dual import AttentionMaps, ClipState
 from perennial.avatar.texture.face import FaceEncoder
 from perennial.avatar.texture.generator import StyleUNet
 from perennial.avatar.texture.hands import HandMap
@@ -60,7 +62,7 @@ from perennial.render.camera import Camera
 
 __all__ = ["STAGES", "TextureAppearance", "TextureAvatar", "TextureConfig", "TextureRenderOutput"]
 
-STAGES = ("pose", "raster", "texture", "face", "hands", "generator")
+STAGES = ("pose", "raster", "texture", "face", "hands", "attention", "generator")
 
 
 @dataclass(kw_only=True)
@@ -100,6 +102,17 @@ class TextureConfig:
     """Feed the face map to the generator (off: zeros; for the ablation of the face map)."""
     hand_map: bool = True
     """Feed the hand map to the generator (off: zeros; for the ablation of the hand map)."""
+    spatial_attention: bool = False
+    """Spatial criss-cross attention between the body map and the map of the mesh pushed out along its
+    normals (:mod:`~perennial.avatar.texture.attention`): room for what stands off the body."""
+    temporal_attention: bool = False
+    """Temporal criss-cross attention with the previous frame's body map (a clip renders causally)."""
+    attention_reduction: int = 4
+    """The attention's maps are the generator window's grid divided by this."""
+    attention_channels: int = 8
+    """Channels of the attention's queries and keys."""
+    expand: float = 0.06
+    """How far the expanded mesh of the spatial attention is pushed out along the normals, metres."""
     raster: str = "warp"
     """Surface raster path: ``"warp"`` (ray casting the body box) or ``"torch"`` (z-buffer twin)."""
     autocast: str = "auto"
@@ -119,6 +132,8 @@ class TextureConfig:
             raise ConfigError(f"widths must be 2 to 5 positive channel counts, got {self.widths}")
         if self.margin < 0 or self.hand_sigma <= 0:
             raise ConfigError("need margin >= 0 and hand_sigma > 0")
+        if self.attention_reduction < 1 or self.attention_channels < 1 or not self.expand > 0:
+            raise ConfigError("need attention_reduction >= 1, attention_channels >= 1 and expand > 0")
 
     @property
     def in_channels(self) -> int:
@@ -150,12 +165,15 @@ class TextureRenderOutput:
         alpha: (H, W) float32 opacity in [0, 1].
         mask: (H, W) bool, pixels that see the posed mesh.
         timings: ms per stage (:data:`STAGES`) when asked for, else None.
+        state: what the next frame of a clip needs (:class:`~perennial.avatar.texture.dual.ClipState`),
+            with temporal attention; None otherwise.
     """
 
     rgb: Tensor
     alpha: Tensor
     mask: Tensor
     timings: dict[str, float] | None = None
+    state: ClipState | None = None
 
 
 def _grow(lo: int, hi: int, k: int, size: int) -> tuple[int, int]:
@@ -205,6 +223,11 @@ class TextureAvatar(AppearanceSet, nn.Module):
         self.hands = HandMap(template, self.rest, c.hand_sigma)
         self.face = FaceEncoder(c.face_channels, c.face_hidden, c.face_offset_scale)
         self.generator = StyleUNet(c.in_channels, c.latent_dim, c.widths, autocast_mode=c.autocast)
+        self.attention = None
+        if c.spatial_attention or c.temporal_attention:
+            self.attention = DualAttention(c.texture_channels + 1, c.attention_channels, c.spatial_attention,
+                                           c.temporal_attention)  # fmt: skip
+        self._maps: AttentionMaps | None = None
         self._init_appearances()
         self.prior_info: dict | None = None
         """How ``prior`` was learned (``state.json: prior``), when there is one."""
@@ -238,6 +261,20 @@ class TextureAvatar(AppearanceSet, nn.Module):
             r = self._rasterizer = SurfaceRasterizer(self.rest_vertices, self.faces, self.uvs, self.uv_faces)
         return r
 
+    @property
+    def temporal(self) -> bool:
+        """Whether a frame depends on the previous one (``render_image(previous=...)``)."""
+        return self.attention is not None and self.attention.temporal is not None
+
+    def attention_maps(self) -> AttentionMaps:
+        """The low-res rasters of the dual attention on the avatar's device."""
+        m = self._maps
+        if m is None or m.faces.device != self.faces.device:
+            c = self.config
+            m = self._maps = AttentionMaps(self.rest_vertices, self.faces, self.uvs, self.uv_faces,
+                                           c.attention_reduction, c.expand, c.raster)  # fmt: skip
+        return m
+
     def pose(self, rotvec: Tensor, translation: Tensor, facial_actions: Tensor | None = None):
         """Posed vertices (V, 3), skinning transforms (J, 4, 4) and expression offsets (V, 3) or None."""
         tdev = self.rest.vertices.device
@@ -266,7 +303,8 @@ class TextureAvatar(AppearanceSet, nn.Module):
         return x0, y0, x1 - x0 + 1, y1 - y0 + 1
 
     def _render(self, camera: Camera, rotvec: Tensor, translation: Tensor, appearance: str,
-                facial_actions: Tensor | None, crop, timings: dict | None, condition=None) -> dict:  # fmt: skip
+                facial_actions: Tensor | None, crop, timings: dict | None, condition=None,
+                previous: ClipState | tuple | None = None) -> dict:  # fmt: skip
         self.check_appearance(appearance)
         app = self.appearance(appearance)
         dev = self.faces.device
@@ -282,6 +320,8 @@ class TextureAvatar(AppearanceSet, nn.Module):
                 clock[0] = now
 
         verts, transforms, offsets = self.pose(rotvec, translation, facial_actions)
+        if isinstance(previous, tuple):  # the previous frame's pose (training, evaluation)
+            previous = ClipState(self.pose(*previous)[0])
         if condition is not None:  # retrieval-augmented training: the hand and face maps read another pose
             _, transforms, offsets = self.pose(condition[0], translation, condition[1])
         lap("pose")
@@ -294,8 +334,8 @@ class TextureAvatar(AppearanceSet, nn.Module):
             for s in STAGES[2:]:
                 lap(s)
             z = app.latent.sum() * 0.0 + self.generator.head.bias.sum() * 0.0  # keeps the graph
-            return {"rgb": z.expand(3, H, W), "alpha": z.expand(1, H, W),
-                    "mask": raster.mask, "window": (0, 0, 0, 0)}  # fmt: skip
+            return {"rgb": z.expand(3, H, W), "alpha": z.expand(1, H, W), "mask": raster.mask,
+                    "window": (0, 0, 0, 0), "state": ClipState(verts) if self.temporal else None}  # fmt: skip
         x0, y0, w, h = self._window(box, W, H)
         sub = raster.window(x0, y0, w, h)
         tex = app.texture(sub.uv, (sub.canonical - self.center) / self.half_extent)
@@ -316,16 +356,26 @@ class TextureAvatar(AppearanceSet, nn.Module):
         if face is not None:
             (fx, fy, fw, fh), f = face
             maps[fy : fy + fh, fx : fx + fw, c:] = f.permute(1, 2, 0)
-        rgb, alpha = self.generator(maps.permute(2, 0, 1)[None], app.latent)
+        maps = maps.permute(2, 0, 1)
+        state = None
+        if self.attention is not None:  # its residual joins the texture and coverage channels
+            k = self.config.texture_channels + 1
+            res, state = self.attention_maps()(self.attention, app.texture, cam, (x0, y0, w, h), verts, previous,
+                                               self.center, self.half_extent)  # fmt: skip
+            maps = torch.cat([maps[:k] + res, maps[k:]])
+            state = state if self.temporal else None
+        lap("attention")
+        rgb, alpha = self.generator(maps[None], app.latent)
         pad = (x0, W - x0 - w, y0, H - y0 - h)
         rgb = F.pad(rgb[0] * alpha[0], pad)  # over the black background
         alpha = F.pad(alpha[0], pad)
         lap("generator")
-        return {"rgb": rgb, "alpha": alpha, "mask": raster.mask, "window": (x0, y0, w, h)}
+        return {"rgb": rgb, "alpha": alpha, "mask": raster.mask, "window": (x0, y0, w, h), "state": state}
 
     def forward(self, camera: Camera, rotvec: Tensor, translation: Tensor, appearance: str,
                 facial_actions: Tensor | None = None, crop: tuple[int, int, int, int] | None = None,
-                condition: tuple[Tensor, Tensor | None] | None = None) -> dict:  # fmt: skip
+                condition: tuple[Tensor, Tensor | None] | None = None,
+                previous: ClipState | tuple | None = None) -> dict:  # fmt: skip
         """Render one frame (or a pixel window of it) with gradients to the parameters.
 
         Args:
@@ -336,31 +386,37 @@ class TextureAvatar(AppearanceSet, nn.Module):
             crop: optional pixel window ``(x0, y0, w, h)`` of the camera (training on patches).
             condition: optional ``(rotvec, facial_actions)`` that the hand and face maps read instead
                 of the frame's (retrieval-augmented training); the surface is posed by the frame's.
+            previous: the previous frame, for temporal attention: a :class:`ClipState` or its pose
+                ``(rotvec, translation, facial_actions)``; None: a still frame.
 
         Returns:
             dict with ``rgb`` (3, h, w) composited over black, ``alpha`` (1, h, w), both in
             [0, 1] and differentiable; ``mask`` (h, w) bool pixels that see the mesh;
             ``window`` ``(x0, y0, w, h)`` where the generator ran, in crop pixels
-            (outside it rgb and alpha are 0). ``h, w`` are the crop's or the camera's size.
+            (outside it rgb and alpha are 0). ``h, w`` are the crop's or the camera's size;
+            ``state``: the :class:`ClipState` for the next frame (temporal attention only).
         """
-        return self._render(camera, rotvec, translation, appearance, facial_actions, crop, None, condition)
+        return self._render(camera, rotvec, translation, appearance, facial_actions, crop, None, condition, previous)
 
     @torch.no_grad()
     def render_image(self, camera: Camera, rotvec: Tensor, translation: Tensor, appearance: str,
-                     facial_actions: Tensor | None = None, timings: bool = False) -> TextureRenderOutput:  # fmt: skip
+                     facial_actions: Tensor | None = None, timings: bool = False,
+                     previous: ClipState | tuple | None = None) -> TextureRenderOutput:  # fmt: skip
         """Render a full image without gradients (the fast path).
 
         Args:
             camera, rotvec, translation, appearance, facial_actions: as :meth:`forward`.
-            timings: also return ms per stage (``pose, raster, texture, face, hands, generator``).
+            timings: also return ms per stage (:data:`STAGES`).
+            previous: the previous frame (temporal attention): the ``state`` of the previous
+                frame's output (a causal clip render), or its pose; None: a still frame.
 
         Returns:
-            :class:`TextureRenderOutput` with ``rgb`` (H, W, 3) and ``alpha`` (H, W).
+            :class:`TextureRenderOutput` with ``rgb`` (H, W, 3), ``alpha`` (H, W) and ``state``.
         """
         t: dict[str, float] | None = {} if timings else None
-        out = self._render(camera, rotvec, translation, appearance, facial_actions, None, t)
+        out = self._render(camera, rotvec, translation, appearance, facial_actions, None, t, previous=previous)
         return TextureRenderOutput(rgb=out["rgb"].permute(1, 2, 0).contiguous(), alpha=out["alpha"][0],
-                                   mask=out["mask"], timings=t)  # fmt: skip
+                                   mask=out["mask"], timings=t, state=out["state"])  # fmt: skip
 
     def shared_bytes(self) -> int:
         """Bytes of the shared parameters (generator and face encoder)."""

@@ -232,6 +232,7 @@ class SurfaceRasterizer:
         camera: Camera,
         crop: tuple[int, int, int, int] | None = None,
         backend: str = "warp",
+        whole: bool = False,
     ) -> SurfaceRaster:
         """The visible surface of the posed mesh in the camera's window.
 
@@ -240,6 +241,8 @@ class SurfaceRasterizer:
             camera: pinhole camera (OpenCV, world-to-camera).
             crop: optional pixel window ``(x0, y0, w, h)`` of the camera.
             backend: ``"warp"`` (fast) or ``"torch"`` (the twin).
+            whole: warp: cast every pixel of the window instead of projecting the mesh for its box
+                (cheaper for a small window, e.g. the dual attention's low-res maps).
 
         Returns:
             :class:`SurfaceRaster` of the window.
@@ -253,13 +256,13 @@ class SurfaceRasterizer:
             pixel = hit.mask.nonzero()[:, 0]
             face, bary, depth = hit.face[pixel], hit.bary[pixel], hit.depth[pixel]
         else:
-            pixel, face, bary, depth = self._cast(vertices, cam)
+            pixel, face, bary, depth = self._cast(vertices, cam, whole)
         return self._surface(cam, pixel, face, bary, depth)
 
-    def _cast(self, vertices: Tensor, cam: Camera) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Warp: cast the pixels of the projected body box; keep the hits."""
+    def _cast(self, vertices: Tensor, cam: Camera, whole: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Warp: cast the pixels of the projected body box (or of the whole window); keep the hits."""
         dev = vertices.device
-        box = body_box(cam, vertices)
+        box = (0, 0, cam.width - 1, cam.height - 1) if whole else body_box(cam, vertices)
         if box is None:
             empty = torch.zeros(0, dtype=torch.int64, device=dev)
             return empty, empty, torch.zeros(0, 3, device=dev), torch.zeros(0, device=dev)
