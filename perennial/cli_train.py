@@ -171,9 +171,21 @@ def _cmd_render(a: argparse.Namespace) -> int:
     out = Path(a.out)
     video = out.suffix.lower() in (".mp4", ".gif")
 
+    temporal = getattr(avatar, "temporal", False)  # a texture avatar with temporal attention
+
     def frames():
+        state = None  # a motion renders causally: each frame carries the previous one's state
         for name, cam, rv, tr, fa in progress(jobs, desc="rendering", unit="frame", enabled=not a.quiet):
-            img = to_uint8(avatar.render_image(cam, rv, tr, a.appearance, fa).rgb)
+            extra = {}
+            if temporal:
+                if a.capture:  # views in any order: the capture's previous frame
+                    row = cap.frame_row(int(name.rsplit("/", 1)[1]))
+                    extra["previous"] = cap.body_params(cap.frames[max(row - 1, 0)]["index"])
+                else:
+                    extra["previous"] = state
+            out_frame = avatar.render_image(cam, rv, tr, a.appearance, fa, **extra)
+            state = getattr(out_frame, "state", None)
+            img = to_uint8(out_frame.rgb)
             if not video:
                 save_png(out / f"{name}.png", img)
             yield img
@@ -203,7 +215,8 @@ def add_train_commands(sub) -> None:
     add_options(c, preset(field, "create"), TRAIN_OPTIONS, TRAIN_FLAGS, note="for field avatars")
     add_options(c, preset(field, "create"), ["meta.iterations"], {"meta.iterations": "--meta-iterations"},
                 note="for field avatars, 24 for texture avatars")  # fmt: skip
-    add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map"],
+    add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map",
+                "avatar.spatial_attention", "avatar.temporal_attention"],
                 note="for texture avatars")  # fmt: skip
     add_options(c, preset(field, "create"), RETRIEVAL_OPTIONS, RETRIEVAL_FLAGS)
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")

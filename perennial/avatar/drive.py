@@ -53,6 +53,10 @@ def render_motion(avatar, appearance: str, cameras: list, rotvec: Tensor, transl
         if poses is None:
             raise PerennialError("render with align needs the avatar's training poses")
         rotvec = align_poses(poses, rotvec, config=align_config)
+    state = None  # a texture avatar with temporal attention carries the previous frame (causal)
     for f in range(rotvec.shape[0]):
         fa = None if facial_actions is None else facial_actions[f]
-        yield avatar.render_image(cameras[f], rotvec[f], translation[f], appearance, fa)
+        extra = {"previous": state} if getattr(avatar, "temporal", False) else {}
+        out = avatar.render_image(cameras[f], rotvec[f], translation[f], appearance, fa, **extra)
+        state = getattr(out, "state", None)
+        yield out
