@@ -43,7 +43,7 @@ browser:
 		(echo "make test: the viewer's browser test needs Debian's chromium: apt-get install chromium (as root)"; exit 1)
 
 test: setup browser
-	PERENNIAL_BROWSER_TESTS=required $(BIN)/python -m pytest tests
+	PERENNIAL_BROWSER_TESTS=required PERENNIAL_CAPTURE_TESTS=required $(BIN)/python -m pytest tests
 
 lint: setup
 	$(BIN)/ruff check perennial tests
