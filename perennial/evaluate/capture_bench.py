@@ -152,9 +152,9 @@ def score_case(template, marks: AnnyLandmarks, truth_dir: Path, cap_dir: Path) -
     report = json.loads((cap_dir / "fit.json").read_text())
     return {
         "frames": len(used),
-        "mpjpe_pa_cm": 100 * statistics.median(mpjpe),
-        "hand_rel_wrist_cm": 100 * statistics.median(hand_rel),
-        "hand_pa_cm": 100 * statistics.median(hand_pa),
+        "mpjpe_pa_cm": 100 * float(np.median(mpjpe)),
+        "hand_rel_wrist_cm": 100 * float(np.median(hand_rel)),
+        "hand_pa_cm": 100 * float(np.median(hand_pa)),
         "mask_iou": float(np.median(iou)),
         "reprojection_px": float(np.median(np.linalg.norm(guv - fuv, axis=-1))),
         "stature_error_cm": 100 * abs(_stature(template, gt_ph) - _stature(template, fit_ph)),
@@ -190,7 +190,7 @@ def run_capture_bench(out: str | Path, cfg: CaptureBenchConfig, progress: bool =
         cases[name] = score_case(template, marks, truth, cap) | {"video": video.name}
         print(f"{name}: " + ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}" for a, b in cases[name].items()))
     keys = [k for k in next(iter(cases.values())) if k != "video"]
-    summary = {k: statistics.median(c[k] for c in cases.values()) for k in keys}
+    summary = {k: float(statistics.median(c[k] for c in cases.values())) for k in keys}
     res = {"numeric_path": numeric_path(), "config": {"cases": cfg.cases, "frames": cfg.frames, "size": cfg.size},
            "background": "photos" if sorted(PHOTOS.glob("*.png")) else "procedural",
            "cases": cases, "median": summary, "seconds": time.perf_counter() - t0}  # fmt: skip
