@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from perennial.body.anny import load_template
-from perennial.capture.fit import WORLD_TO_CAMERA, FitConfig, Observations, fit_monocular
+from perennial.capture.fit import WORLD_TO_CAMERA, FitConfig, Observations, fit_body
 from perennial.capture.keypoints import BLAZE_OF_COCO, AnnyLandmarks
 from perennial.motion.procedural import procedural_motion
 from perennial.render.camera import Camera
@@ -70,7 +70,7 @@ def test_fit_recovers_a_known_body_from_its_landmarks():
     translation = torch.tensor([0.1, 3.2, 0.0]) + offset
     obs, truth = _observe(template, marks, rotvec, translation, focal)
     cfg = FitConfig(fov_deg=40.0, keyframes=2, key_steps=80, steps=80)
-    fit = fit_monocular(template, obs, cfg, progress=False)
+    fit = fit_body(template, obs, cfg, progress=False)
     with torch.no_grad():
         mine = template(fit.rotvec, fit.translation, phenotype=fit.phenotype)
         start = template(torch.zeros_like(rotvec), translation, phenotype=fit.phenotype)

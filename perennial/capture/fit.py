@@ -1,9 +1,10 @@
-"""Fit Anny to a monocular clip's landmarks and masks: phenotype, per-frame pose and the focal length.
+"""Fit Anny to landmarks and masks: phenotype, per-frame pose and, for one camera, the focal length.
 
-The camera sits at the world origin looking along +Y with Z up (``R`` maps world x, y, z to
-camera x, -z, y), so a person facing the camera faces Anny's -Y with no root rotation; the
-root's translation and orientation move per frame. Two stages, both batched over frames with
-Adam:
+One image per frame (a video): the camera sits at the world origin looking along +Y with Z up
+(``R`` maps world x, y, z to camera x, -z, y), so a person facing the camera faces Anny's -Y with
+no root rotation, and its focal length is estimated unless given. Several known cameras per
+frame (a multi-view capture): their own ``K``, ``R``, ``t``. The root's translation and
+orientation move per frame. Two stages, both batched over frames with Adam:
 
 1. **Keyframes** (up to ``keyframes`` frames spread over the clip): the phenotype (shared), the
    pose of every bone but fingers, toes and eyes, root translation and the focal length, with
@@ -65,16 +66,38 @@ class FitConfig:
 
 @dataclass
 class Observations:
-    """What the detector saw, per frame (pixels; NaN or confidence 0 where nothing was found)."""
+    """What the detector saw, one row per image (pixels; NaN or confidence 0 where nothing was found).
 
-    body: Tensor  # (F, 33, 4) x, y, depth, visibility
-    body_world: Tensor  # (F, 33, 3) metres, hip-centred, camera axes
-    hands: Tensor  # (F, 2, 21, 3) x, y, depth; person's left then right
-    hand_score: Tensor  # (F, 2)
-    masks: Tensor | None  # (F, H, W) bool
+    A monocular clip has one row per frame and an unknown focal length; a multi-view capture has one
+    row per (frame, camera) with known cameras (``frame``, ``K``, ``R``, ``t``).
+    """
+
+    body: Tensor  # (N, 33, 4) x, y, depth, visibility
+    body_world: Tensor  # (N, 33, 3) metres, hip-centred, camera axes
+    hands: Tensor  # (N, 2, 21, 3) x, y, depth; person's left then right
+    hand_score: Tensor  # (N, 2)
+    masks: Tensor | None  # (N, H, W) bool
     width: int
     height: int
     video: bool = True
+    frame: Tensor | None = None
+    """(N,) frame of each row; None: row i is frame i."""
+    K: Tensor | None = None
+    """(N, 3, 3) known intrinsics; None: one unknown focal length, principal point at the centre."""
+    R: Tensor | None = None
+    """(N, 3, 3) world-to-camera rotations; None: :data:`WORLD_TO_CAMERA`."""
+    t: Tensor | None = None
+    """(N, 3) world-to-camera translations, metres; None: zero."""
+
+    def __post_init__(self) -> None:
+        n = len(self.body)
+        self.frame = torch.arange(n) if self.frame is None else self.frame.long()
+        self.R = WORLD_TO_CAMERA.expand(n, 3, 3).clone() if self.R is None else self.R.float()
+        self.t = torch.zeros(n, 3) if self.t is None else self.t.float()
+
+    @property
+    def frames(self) -> int:
+        return int(self.frame.max()) + 1
 
 
 @dataclass
@@ -100,19 +123,36 @@ def _targets(obs: Observations) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return torch.nan_to_num(body[..., :2]), conf, torch.nan_to_num(world), hand_conf
 
 
+def _intrinsics(obs: Observations, focal: Tensor | float) -> Tensor:
+    """(N, 4) fx, fy, cx, cy of every row."""
+    if obs.K is not None:
+        return torch.stack([obs.K[:, 0, 0], obs.K[:, 1, 1], obs.K[:, 0, 2], obs.K[:, 1, 2]], -1)
+    f = torch.as_tensor(focal).reshape(1).expand(len(obs.body))
+    return torch.stack([f, f, torch.full_like(f, (obs.width - 1) / 2), torch.full_like(f, (obs.height - 1) / 2)], -1)
+
+
 def _init_root(obs: Observations, focal: float) -> tuple[Tensor, Tensor]:
-    """Per-frame root yaw (rotvec) and translation from the torso points (torso ~0.5 m, shoulders to hips)."""
+    """Per-frame root yaw (rotvec) and translation from the torso points of each frame's first row where the
+    torso was seen (torso ~0.5 m from shoulders to hips; facing from BlazePose's metric shoulders)."""
     b, w = obs.body, obs.body_world
     hips, shoulders = b[:, [23, 24], :2].mean(1), b[:, [11, 12], :2].mean(1)
-    length = torch.nan_to_num((hips - shoulders).norm(dim=-1), nan=float("nan"))
-    length = torch.where(torch.isfinite(length) & (length > 4), length, torch.nanmedian(length))
-    depth = focal * 0.5 / length
-    cx, cy = (obs.width - 1) / 2, (obs.height - 1) / 2
-    hips = torch.where(torch.isfinite(hips), hips, torch.tensor([cx, cy]))
-    x_cam = torch.stack([(hips[:, 0] - cx) * depth / focal, (hips[:, 1] - cy) * depth / focal, depth], -1)
-    translation = x_cam @ WORLD_TO_CAMERA  # camera -> world (R orthonormal)
-    d = torch.nan_to_num(w[:, 11] - w[:, 12])  # right -> left shoulder, camera axes
-    yaw = torch.atan2(d[:, 2], d[:, 0])
+    length = (hips - shoulders).norm(dim=-1)
+    ok = torch.isfinite(length) & (length > 4)
+    k = _intrinsics(obs, focal)
+    length = torch.where(ok, length, torch.nanmedian(length) if ok.any() else torch.tensor(obs.height / 4.0))
+    depth = k[:, 0] * 0.5 / length
+    hips = torch.where(torch.isfinite(hips), hips, k[:, 2:])
+    x_cam = torch.stack([(hips[:, 0] - k[:, 2]) * depth / k[:, 0], (hips[:, 1] - k[:, 3]) * depth / k[:, 1], depth], -1)
+    trans_rows = torch.einsum("nji,nj->ni", obs.R, x_cam - obs.t)  # camera -> world
+    d = torch.einsum("nji,nj->ni", obs.R, torch.nan_to_num(w[:, 11] - w[:, 12]))  # right -> left shoulder, world
+    yaw_rows = torch.atan2(d[:, 1], d[:, 0])
+    n = obs.frames
+    pick = torch.zeros(n, dtype=torch.long)
+    for row in reversed(range(len(obs.body))):  # the first row of each frame, preferring rows that saw the torso
+        f = int(obs.frame[row])
+        if ok[row] or not ok[pick[f]] or obs.frame[pick[f]] != f:
+            pick[f] = row
+    yaw, translation = yaw_rows[pick], trans_rows[pick]
     return torch.stack([torch.zeros_like(yaw), torch.zeros_like(yaw), yaw], -1), translation
 
 
@@ -156,48 +196,63 @@ class _Objective:
         self.prior_w = w
         self.knee = torch.tensor([ANNY_BONES.index(f"lowerleg01{s}") for s in (".L", ".R")])
         self.elbow = torch.tensor([ANNY_BONES.index(f"lowerarm01{s}") for s in (".L", ".R")])
+        self.consecutive = False
+        """Whether the frames of the current batch follow each other (smoothness applies)."""
 
-    def project(self, x_cam: Tensor, focal: Tensor) -> Tensor:
-        cx, cy = (self.obs.width - 1) / 2, (self.obs.height - 1) / 2
+    def camera(self, rows: Tensor, sel: Tensor, points: Tensor) -> Tensor:
+        """World points of the rows' frames (P, ..., 3), ``sel`` (len(rows),) picking each row's frame, in the
+        rows' camera frames."""
+        x = points[sel]
+        R, t = self.obs.R[rows], self.obs.t[rows]
+        shape = x.shape
+        x = torch.einsum("nij,nkj->nki", R, x.reshape(len(rows), -1, 3)) + t[:, None]
+        return x.reshape(shape)
+
+    def project(self, rows: Tensor, x_cam: Tensor, focal: Tensor) -> Tensor:
+        k = _intrinsics(self.obs, focal)[rows].view(len(rows), *([1] * (x_cam.ndim - 2)), 4)
         z = x_cam[..., 2:].clamp_min(0.05)
-        return torch.cat([focal * x_cam[..., :1] / z + cx, focal * x_cam[..., 1:2] / z + cy], -1)
+        return torch.cat([k[..., :1] * x_cam[..., :1] / z + k[..., 2:3], k[..., 1:2] * x_cam[..., 1:2] / z
+                          + k[..., 3:4]], -1)  # fmt: skip
 
-    def __call__(self, frames: Tensor, body_pts: Tensor, hand_pts: Tensor | None, sil_pts: Tensor | None,
-                 rotvec: Tensor, focal: Tensor) -> tuple[Tensor, dict]:
-        cfg, R = self.cfg, WORLD_TO_CAMERA
-        kp = body_pts @ R.T  # camera frame (B, 23, 3)
-        conf = self.conf[frames]
-        err = (self.project(kp, focal) - self.body[frames]).norm(dim=-1) / self.scale
+    def __call__(self, rows: Tensor, sel: Tensor, body_pts: Tensor, hand_pts: Tensor | None,
+                 sil_pts: Tensor | None, rotvec: Tensor, focal: Tensor) -> tuple[Tensor, dict]:  # fmt: skip
+        """Total loss and its terms for observation ``rows``; the posed points are per frame (P, ...) in world
+        metres and ``sel`` picks each row's frame among them."""
+        cfg = self.cfg
+        kp = self.camera(rows, sel, body_pts)  # (N, 23, 3)
+        conf = self.conf[rows]
+        err = (self.project(rows, kp, focal) - self.body[rows]).norm(dim=-1) / self.scale
         terms = {"body2d": (conf * F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=1.0)).sum()
                  / conf.sum().clamp_min(1)}  # fmt: skip
         hips = kp[:, [11, 12]].mean(1, keepdim=True)
-        world = self.world[frames] - self.world[frames][:, [11, 12]].mean(1, keepdim=True)
+        world = self.world[rows] - self.world[rows][:, [11, 12]].mean(1, keepdim=True)
         terms["world"] = cfg.world * (conf[..., None] * (kp - hips - world) ** 2).sum() / conf.sum().clamp_min(1)
         if hand_pts is not None:
-            hc = self.hand_conf[frames]
-            herr = (self.project(hand_pts @ R.T, focal) - self.obs.hands[frames][..., :2].nan_to_num()).norm(dim=-1)
+            hc = self.hand_conf[rows]
+            huv = self.project(rows, self.camera(rows, sel, hand_pts), focal)
+            herr = (huv - self.obs.hands[rows][..., :2].nan_to_num()).norm(dim=-1)
             terms["hands2d"] = (hc * F.huber_loss(herr / self.scale, torch.zeros_like(herr), reduction="none")).sum() \
                 / hc.sum().clamp_min(1)  # fmt: skip
         if sil_pts is not None and self.obs.masks is not None and cfg.silhouette > 0:
-            terms |= self._silhouette(frames, self.project(sil_pts @ R.T, focal))
+            terms |= self._silhouette(rows, self.project(rows, self.camera(rows, sel, sil_pts), focal))
         rv = rotvec[:, 1:]
         terms["prior"] = cfg.prior * (self.prior_w[1:, None] * rv**2).sum(-1).sum(-1).mean()
         knee, elbow = rotvec[:, self.knee], rotvec[:, self.elbow]
         terms["limits"] = cfg.prior * (F.relu(-knee[..., 0]) ** 2 + knee[..., 1:].pow(2).sum(-1) * 0.5
                                        + F.relu(elbow[..., 0]) ** 2).sum(-1).mean()  # fmt: skip
-        if self.obs.video and len(frames) > 2 and bool((frames[1:] - frames[:-1] == 1).all()):
-            acc = kp[2:] - 2 * kp[1:-1] + kp[:-2]
+        if self.obs.video and len(body_pts) > 2 and self.consecutive:
+            acc = body_pts[2:] - 2 * body_pts[1:-1] + body_pts[:-2]
             terms["smooth"] = cfg.smooth * acc.pow(2).sum(-1).mean()
         return sum(terms.values()), terms
 
-    def _silhouette(self, frames: Tensor, uv: Tensor) -> dict:
-        masks = self.obs.masks[frames]
+    def _silhouette(self, rows: Tensor, uv: Tensor) -> dict:
+        masks = self.obs.masks[rows]
         H, W = masks.shape[1:]
         ij = uv.round().long()
         inside_img = (ij[..., 0] >= 0) & (ij[..., 0] < W) & (ij[..., 1] >= 0) & (ij[..., 1] < H)
         flat = ij[..., 1].clamp(0, H - 1) * W + ij[..., 0].clamp(0, W - 1)
-        inside = masks.reshape(len(frames), -1).gather(1, flat) & inside_img
-        outline, valid = self.outline[frames], self.outline_valid[frames]
+        inside = masks.reshape(len(rows), -1).gather(1, flat) & inside_img
+        outline, valid = self.outline[rows], self.outline_valid[rows]
         d = torch.cdist(uv, outline) / self.scale  # (B, V, P)
         d = d.masked_fill(~valid[:, None], 1e6)
         outside = (~inside).float()
@@ -215,23 +270,25 @@ def _skin_subset(template, rest_vertices: Tensor, transforms: Tensor, idx: Tenso
     return A[..., 0] * x[:, :1] + A[..., 1] * x[:, 1:2] + A[..., 2] * x[:, 2:3] + A[..., 3]
 
 
-def _keyframes(conf: Tensor, count: int) -> Tensor:
-    """Up to ``count`` frames spread over the clip among those whose torso was seen."""
-    ok = (conf[:, list(TORSO)] > 0.5).all(1).nonzero()[:, 0]
-    ok = ok if len(ok) else torch.arange(len(conf))
+def _keyframes(obs: Observations, conf: Tensor, count: int) -> Tensor:
+    """Up to ``count`` frames spread over the clip among those whose torso was seen in some row."""
+    seen = torch.zeros(obs.frames, dtype=torch.bool)
+    seen[obs.frame[(conf[:, list(TORSO)] > 0.5).all(1)]] = True
+    ok = seen.nonzero()[:, 0]
+    ok = ok if len(ok) else torch.arange(obs.frames)
     pick = torch.linspace(0, len(ok) - 1, min(count, len(ok))).round().long()
     return ok[pick].unique()
 
 
-def fit_monocular(template, obs: Observations, cfg: FitConfig | None = None, progress: bool = True) -> FitResult:
-    """Fit Anny to ``obs``; see the module docstring."""
+def fit_body(template, obs: Observations, cfg: FitConfig | None = None, progress: bool = True) -> FitResult:
+    """Fit Anny to ``obs`` (one camera with an unknown focal length, or known cameras); see the module."""
     cfg = cfg or FitConfig()
     marks = AnnyLandmarks(template)
-    n_frames, J = len(obs.body), len(ANNY_BONES)
+    n_frames, J = obs.frames, len(ANNY_BONES)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     focal0 = (obs.height / 2) / math.tan(math.radians(cfg.fov_deg or 50.0) / 2)
-    log_focal = torch.tensor(math.log(focal0), requires_grad=not cfg.fov_deg)
+    log_focal = torch.tensor(math.log(focal0), requires_grad=not cfg.fov_deg and obs.K is None)
     root, translation = _init_root(obs, focal0)
     g = torch.Generator().manual_seed(0)
     sil_vertices = torch.randperm(template.num_vertices, generator=g)[:800]
@@ -241,7 +298,11 @@ def fit_monocular(template, obs: Observations, cfg: FitConfig | None = None, pro
     tips = marks.hand_tips.clamp_min(0).reshape(-1)
 
     # stage 1: keyframes, phenotype and body with Anny's full forward
-    keys = _keyframes(objective.conf, cfg.keyframes)
+    keys = _keyframes(obs, objective.conf, cfg.keyframes)
+    slot = torch.full((n_frames,), -1, dtype=torch.long)
+    slot[keys] = torch.arange(len(keys))
+    rows = (slot[obs.frame] >= 0).nonzero()[:, 0]
+    sel = slot[obs.frame[rows]]
     pheno_logit = torch.zeros(6, requires_grad=True)
     k_rot = torch.zeros(len(keys), J, 3, requires_grad=True)
     k_root = root[keys].clone().requires_grad_(True)
@@ -250,11 +311,13 @@ def fit_monocular(template, obs: Observations, cfg: FitConfig | None = None, pro
               {"params": [log_focal], "lr": 0.005}]  # fmt: skip
     opt = torch.optim.Adam([p for p in params if p["params"][0].requires_grad])
     bar = progress_bar(total=cfg.key_steps + cfg.steps, desc="fit", unit="step", enabled=progress)
+    objective.consecutive = False
     for step in range(cfg.key_steps):
         warm = step < cfg.key_steps // 5  # root and translation first
         rv = torch.cat([k_root[:, None], (k_rot * body_mask[:, None])[:, 1:] * (0.0 if warm else 1.0)], 1)
         out = template(rv, k_trans, phenotype=torch.sigmoid(pheno_logit)[None].expand(len(keys), -1))
-        loss, _ = objective(keys, marks.body(out.vertices[:, marks.body_vertices]), None, None, rv, log_focal.exp())
+        body = marks.body(out.vertices[:, marks.body_vertices])
+        loss, _ = objective(rows, sel, body, None, None, rv, log_focal.exp())
         loss = loss + 0.01 * pheno_logit.pow(2).sum()  # the phenotype stays near the average without evidence
         opt.zero_grad()
         loss.backward()
@@ -279,14 +342,15 @@ def fit_monocular(template, obs: Observations, cfg: FitConfig | None = None, pro
     opt = torch.optim.Adam([{"params": [rot, root_all], "lr": 0.02}, {"params": [trans], "lr": 0.005}]
                            + ([{"params": [log_focal], "lr": 0.002}] if log_focal.requires_grad else []))  # fmt: skip
     free = torch.tensor([not b.startswith(_FIXED) for b in ANNY_BONES], dtype=torch.float32)[:, None]
-    frames = torch.arange(n_frames)
+    rows = torch.arange(len(obs.body))
+    objective.consecutive = True
     for _ in range(cfg.steps):
         rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1)
         _, T = template.pose_rest(rv, trans, rest, vertices=False)
         pts = _skin_subset(template, rest.vertices, T, support)
         joints = (T[..., :3, :3] @ rest.bone_poses[:, :3, 3, None])[..., 0] + T[..., :3, 3]
         hand_pts = marks.hands(joints, pts[:, n_body : n_body + n_tip].view(-1, 2, 21, 3))
-        loss, terms = objective(frames, marks.body(pts[:, :n_body]), hand_pts, pts[:, n_body + n_tip :], rv,
+        loss, terms = objective(rows, obs.frame, marks.body(pts[:, :n_body]), hand_pts, pts[:, n_body + n_tip :], rv,
                                 log_focal.exp())  # fmt: skip
         opt.zero_grad()
         loss.backward()
@@ -295,15 +359,16 @@ def fit_monocular(template, obs: Observations, cfg: FitConfig | None = None, pro
     bar.close()
     timings["all_frames_s"] = time.perf_counter() - t1
     with torch.no_grad():
-        kp = marks.body(pts[:, :n_body]) @ WORLD_TO_CAMERA.T
-        err = (objective.project(kp, log_focal.exp()) - objective.body).norm(dim=-1)
-        residual = float(err[objective.conf > 0.5].median()) if (objective.conf > 0.5).any() else float("nan")
+        kp = objective.camera(rows, obs.frame, marks.body(pts[:, :n_body]))
+        err = (objective.project(rows, kp, log_focal.exp()) - objective.body).norm(dim=-1)
+        good = objective.conf > 0.5
+        residual = float(err[good].median()) if good.any() else float("nan")
     f = float(log_focal.detach().exp())
-    K = torch.tensor([[f, 0, (obs.width - 1) / 2], [0, f, (obs.height - 1) / 2], [0, 0, 1]])
+    K = torch.tensor([[f, 0, (obs.width - 1) / 2], [0, f, (obs.height - 1) / 2], [0, 0, 1]]) if obs.K is None else obs.K[0]
     rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1).detach()
     timings["per_frame_s"] = (time.perf_counter() - t0) / n_frames
-    return FitResult(phenotype=phenotype, rotvec=rv, translation=trans.detach(), K=K, R=WORLD_TO_CAMERA.clone(),
-                     t=torch.zeros(3), timings=timings, residual_px=residual)  # fmt: skip
+    return FitResult(phenotype=phenotype, rotvec=rv, translation=trans.detach(), K=K, R=obs.R[0].clone(),
+                     t=obs.t[0].clone(), timings=timings, residual_px=residual)  # fmt: skip
 
 
 def observations_from_npz(path, masks: np.ndarray | None, width: int, height: int, video: bool) -> Observations:

@@ -2,7 +2,7 @@
 
 1. :func:`~perennial.capture.detect.detect` decodes the frames and finds the person's mask,
    body, hand and face landmarks with MediaPipe (in its side environment).
-2. :func:`~perennial.capture.fit.fit_monocular` fits Anny: phenotype, per-frame pose with
+2. :func:`~perennial.capture.fit.fit_body` fits Anny: phenotype, per-frame pose with
    fingers, root motion, focal length.
 3. The capture is written atomically: one camera ``cam00``, every ``test_every``-th frame held
    out. Its images hold the person over black (frame x mask), so an avatar learns and is scored
@@ -34,7 +34,7 @@ from perennial.capture.fit import (
     FitConfig,
     FitResult,
     Observations,
-    fit_monocular,
+    fit_body,
     observations_from_npz,
 )
 from perennial.capture.writer import ViewData, write_capture
@@ -125,7 +125,7 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
         keep = np.flatnonzero(seen)
         obs = _subset(obs, keep)
         template = load_template("anny")
-        fit = fit_monocular(template, obs, fit_cfg, progress=progress)
+        fit = fit_body(template, obs, fit_cfg, progress=progress)
         capture = _write(out, cfg, fit, frames[keep], masks[keep], meta, overwrite)
         shutil.copy(folder / "landmarks.npz", out / "landmarks.npz")
     fitted = fitted_masks(template, fit, meta["width"], meta["height"])
