@@ -216,8 +216,8 @@ def add_train_commands(sub) -> None:
     add_options(c, preset(field, "create"), ["meta.iterations"], {"meta.iterations": "--meta-iterations"},
                 note="for field avatars, 24 for texture avatars")  # fmt: skip
     add_options(c, preset(get_method("texture"), "create"), ["avatar.face_map", "avatar.hand_map",
-                "avatar.spatial_attention", "avatar.temporal_attention"],
-                note="for texture avatars")  # fmt: skip
+                "avatar.spatial_attention", "avatar.temporal_attention", "temporal_gan.every"],
+                {"temporal_gan.every": "--temporal-gan-every"}, note="for texture avatars")  # fmt: skip
     add_options(c, preset(field, "create"), RETRIEVAL_OPTIONS, RETRIEVAL_FLAGS)
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")

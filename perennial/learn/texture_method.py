@@ -25,6 +25,7 @@ from perennial.learn.engine import EngineConfig, Term
 from perennial.learn.meta import MetaConfig, meta_learn_prior
 from perennial.learn.replay import PastViews
 from perennial.learn.retrieval import RetrievalConfig, attach
+from perennial.learn.temporal_gan import TemporalGAN, TemporalGANConfig
 from perennial.learn.texture_terms import CropReplay, ImageCrops, TrainingImages
 
 __all__ = ["PRESETS", "GROUPS", "CropConfig", "TextureReplayConfig", "TextureTrainConfig", "plan"]
@@ -79,7 +80,7 @@ class TextureReplayConfig:
             raise ConfigError(f"every must be an integer >= 1, got {self.every!r}")
 
 
-_WEIGHTS = {"l1": 1.0, "rgb": 0.0, "mask": 0.5, "perceptual": 0.2, "face": 0.2, "hands": 0.2}
+_WEIGHTS = {"l1": 1.0, "rgb": 0.0, "mask": 0.5, "perceptual": 0.2, "face": 0.2, "hands": 0.2, "temporal_gan": 0.02}
 
 
 @dataclass(kw_only=True)
@@ -99,6 +100,8 @@ class TextureTrainConfig:
     meta: MetaConfig | None = None
     """After ``create``: meta-learn the starting point of future appearances (:mod:`perennial.learn.meta`;
     None or 0 iterations: none)."""
+    temporal_gan: TemporalGANConfig = field(default_factory=TemporalGANConfig)
+    """The temporal discriminator on frame triplets (:mod:`perennial.learn.temporal_gan`; off by default)."""
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     """Retrieval-augmented training of the hand and face maps' inputs (:mod:`perennial.learn.retrieval`)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
@@ -151,6 +154,7 @@ def plan(avatar, appearance: str, images: TrainingImages, teacher, past: PastVie
                                     lpips, c.perceptual_stages, c.part_window, c.perceptual_size,
                                     c.perceptual_every)]  # fmt: skip
     attach(terms[0], config.retrieval, {i: (im.rotvec, im.facial) for i, im in enumerate(images.images)})
+    terms.append(TemporalGAN(avatar, images, appearance, config.temporal_gan))
     if config.replay is not None:
         if teacher is None or past is None or not len(past):
             raise ConfigError("replay needs past appearances: use it with 'learn', not 'create'")

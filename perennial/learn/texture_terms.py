@@ -51,7 +51,7 @@ class _Image:
     facial: Tensor | None
     centres: dict[str, list[tuple[float, float]]]  # "body" / "face" / "hands" -> pixel centres (u, v)
     previous: tuple  # the previous frame's (rotvec, translation, facial), for temporal attention
-    key: tuple[str, int] = ("", -1)  # (camera name, frame index)
+    key: tuple[str, int] = ("", -1)  # (camera name, frame row in the capture)
 
 
 class TrainingImages:
@@ -86,7 +86,7 @@ class TrainingImages:
             row = capture.frame_row(v.frame)  # the previous frame of the capture (itself for the first)
             previous = capture.body_params(capture.frames[row - 1]["index"] if row > 0 else v.frame)
             self.images.append(_Image(cam, vp.rgb.permute(2, 0, 1).contiguous(), vp.mask[None].contiguous(),
-                                      rotvec, translation, facial, px, previous, (v.camera, v.frame)))  # fmt: skip
+                                      rotvec, translation, facial, px, previous, (v.camera, row)))  # fmt: skip
         self.body_boxes = [self._box(im.mask) for im in self.images]
 
     @staticmethod
