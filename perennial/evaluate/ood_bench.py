@@ -52,9 +52,10 @@ class OodBenchConfig:
     """Cameras of each test-motion capture."""
     test_frames: int = 16
     """Frames of each test motion."""
-    motions: tuple[str, ...] = ("walk", "squat", "cmu/131_03.bvh@60", "cmu-cc/005/005_02.bvh@90")
-    """Test motions: built-in names, or files under shared/data/motion with an optional @start frame (30 fps)."""
-    steps: dict[str, int] = field(default_factory=lambda: {"field": 2000, "texture": 2000})
+    motions: tuple[str, ...] = ("walk", "squat@15", "cmu/131_03.bvh@60", "cmu-cc/005/005_02.bvh@90")
+    """Test motions: built-in names (one cycle in 2 s) or files under shared/data/motion, with an optional
+    @start frame (30 frames/s)."""
+    steps: dict[str, int] = field(default_factory=lambda: {"field": 2000, "texture": 1500})
     """Create steps per method."""
     retrieval: float = 0.5
     """The RAF fraction of the ``+raf`` variants."""
@@ -64,7 +65,7 @@ class OodBenchConfig:
     @classmethod
     def quick(cls) -> OodBenchConfig:
         return cls(size=96, cameras=4, train_frames=20, test_cameras=2, test_frames=8,
-                   motions=("walk", "squat", "cmu/131_03.bvh@60"), steps={"field": 300, "texture": 200})  # fmt: skip
+                   motions=("walk", "squat@15", "cmu/131_03.bvh@60"), steps={"field": 300, "texture": 200})  # fmt: skip
 
 
 def _shared_motion() -> Path:
@@ -79,14 +80,24 @@ def _shared_motion() -> Path:
 
 
 def _motion_arg(spec: str, frames: int, work: Path) -> str:
-    """A synth --motion: a built-in name, or a clip slice written as .npz."""
+    """A synth --motion: a clip slice written as .npz (a built-in motion as one cycle in 2 s at 30 frames/s:
+    synth would play a whole cycle in however few frames it is given)."""
+    from perennial.motion.clip import MotionClip
     from perennial.motion.load import load_motion
-    from perennial.motion.procedural import MOTIONS
+    from perennial.motion.procedural import MOTIONS, procedural_motion
 
-    if spec in MOTIONS:
-        return spec
     name, _, start = spec.partition("@")
-    clip = load_motion(_shared_motion() / name, fps=30.0)
+    if name in MOTIONS:
+        from perennial.body.anny import load_template
+        from perennial.capture.synth import SynthConfig
+
+        t = load_template("anny")
+        with torch.no_grad():
+            floor = -float(t(*t.rest_pose(1), phenotype=SynthConfig().phenotype).vertices[0, :, 2].min())
+        rv, off = procedural_motion(name, 60)
+        clip = MotionClip(rv, off + torch.tensor([0.0, 0.0, floor]), 30.0, name)
+    else:
+        clip = load_motion(_shared_motion() / name, fps=30.0)
     s = min(int(start or 0), max(clip.num_frames - frames, 0))
     path = work / f"{Path(name).stem}-{s}.npz"
     clip.slice(s, s + frames).save(path)
@@ -176,7 +187,7 @@ def run_ood_bench(out: str | Path, config: OodBenchConfig | None = None, progres
                                                   size=c.size, seed=3), overwrite=True, progress=False)  # fmt: skip
     tests = {}
     for spec in c.motions:
-        name = spec.split("/")[-1].split(".")[0]
+        name = spec.split("/")[-1].split(".")[0].split("@")[0]
         cfg = SynthConfig(appearance="ood", motion=_motion_arg(spec, c.test_frames, out), cameras=c.test_cameras,
                           frames=c.test_frames, size=c.size, seed=3, test_camera_every=0, test_frame_every=0)  # fmt: skip
         tests[name] = synthesize(out / f"test-{name}", cfg, overwrite=True, progress=False)

@@ -51,6 +51,14 @@ class AlignConfig:
     noise: float = 2.0
     """The posterior's standard deviation is widened by this factor when drawing training latents:
     the larger, the wider the neighbourhood of each training pose that maps onto it."""
+    swap: float = 0.5
+    """Probability with which each limb the training poses do not move (arms, legs, trunk, hands: rotation
+    std under ``still`` radians) is replaced, in a training input, by the same limb of a random pose of the
+    retrieval bank; the target stays the training pose, so the decoder learns to ignore what those limbs
+    do and to follow the limbs the avatar was trained with (0: off)."""
+    still: float = 0.05
+    """A limb whose bones' rotation vectors vary less than this (std, radians) over the training poses
+    counts as not moved."""
     seed: int = 0
     """Seed of the initialisation and of the draws."""
 
@@ -108,23 +116,56 @@ def train_aligner(prior: PosePrior, poses: Tensor, config: AlignConfig | None = 
     aligner = MotionAligner(prior, c)
     rv = poses.float().clone()
     rv[:, 0] = 0
-    with torch.no_grad():
-        mu, logvar = prior.encode(rv)
-        std = (0.5 * logvar).exp() * c.noise
+    still = _still_parts(rv, c.still) if c.swap > 0 else []
+    bank = _bank_poses() if still else None
     target = roma.rotvec_to_rotmat(rv)
     prev = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(rv.shape[0] - 1)])
     opt = torch.optim.Adam(aligner.decoder.parameters(), lr=c.lr)
+
+    def latents(idx: Tensor) -> Tensor:
+        x = rv[idx]
+        if bank is not None:  # limbs the avatar never moved take a random bank pose's
+            x = x.clone()
+            donor = bank[torch.randint(bank.shape[0], (len(idx),), generator=g)]
+            for bones in still:
+                on = torch.rand(len(idx), generator=g) < c.swap
+                x[:, bones] = torch.where(on[:, None, None], donor[:, bones], rv[idx][:, bones])
+        with torch.no_grad():
+            mu, logvar = prior.encode(x)
+        return mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp() * c.noise
+
     for step in range(c.steps):
         for group in opt.param_groups:
             group["lr"] = c.lr * 0.1 ** (step / max(c.steps - 1, 1))
         idx = torch.randint(rv.shape[0], (c.batch,), generator=g)
-        z = mu[idx] + torch.randn(mu[idx].shape, generator=g) * std[idx]
-        zp = mu[prev[idx]] + torch.randn(mu[idx].shape, generator=g) * std[prev[idx]]
+        z, zp = latents(idx), latents(prev[idx])
         loss = (aligner.decode(z, zp)[:, 1:] - target[idx, 1:]).square().sum((1, 2, 3)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return aligner.eval()
+
+
+def _still_parts(poses: Tensor, still: float) -> list[list[int]]:
+    """Bone lists of the limbs (arms, legs, trunk, hands) the poses (F, J, 3) do not move."""
+    from perennial.motion.retrieval import SWAP_PARTS, part_bones
+
+    out = []
+    for part in SWAP_PARTS:
+        if part != "face":
+            bones = list(part_bones(part))
+            if float(poses[:, bones].std(0).max()) < still:
+                out.append(bones)
+    return out
+
+
+def _bank_poses() -> Tensor:
+    import numpy as np
+
+    from perennial.motion.retrieval import DEFAULT_BANK
+
+    with np.load(DEFAULT_BANK, allow_pickle=False) as z:
+        return torch.from_numpy(z["rotvec"].astype(np.float32))
 
 
 _CACHE: dict[str, MotionAligner] = {}
