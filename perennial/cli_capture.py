@@ -10,17 +10,23 @@ from perennial.config import add_options, options_given, override
 
 def _cmd_capture(a: argparse.Namespace) -> int:
     from perennial.capture.fit import FitConfig
-    from perennial.capture.monocular import MonocularConfig, capture_from_video
+    from perennial.capture.monocular import MonocularConfig
+    from perennial.capture.sources import capture_from_source
 
     given = options_given(a)
     cfg = override(MonocularConfig(), {k: v for k, v in given.items() if k in MonocularConfig.__dataclass_fields__})
     fit = override(FitConfig(), {k: v for k, v in given.items() if k in FitConfig.__dataclass_fields__})
-    cap = capture_from_video(a.source, a.out, cfg, fit, overwrite=a.overwrite, progress=not a.quiet)
+    cap, layout = capture_from_source(a.source, a.out, cfg, fit, layout=a.layout, overwrite=a.overwrite,
+                                      progress=not a.quiet)  # fmt: skip
     if not a.quiet:
         rep = json.loads((cap.root / "fit.json").read_text())
-        print(f"wrote {a.out}: {len(rep['used'])} frames ({len(rep['dropped'])} without a person left out), "
-              f"focal {rep['focal_px']:.0f} px, reprojection {rep['reprojection_px_median']:.1f} px (median), "
-              f"mask IoU {rep['mask_iou_vs_detector']:.3f} against the detector's, "
+        if layout == "zju-mocap":
+            ious = ", ".join(f"{k} {v:.3f}" for k, v in rep["mask_iou_vs_masks"].items())
+            what = f"{rep['frames']} frames x {len(rep['cameras'])} cameras, mask IoU {ious}"
+        else:
+            what = (f"{len(rep['used'])} frames ({len(rep['dropped'])} without a person left out), focal "
+                    f"{rep['focal_px']:.0f} px, mask IoU {rep['mask_iou']:.3f}")  # fmt: skip
+        print(f"wrote {a.out} ({layout}): {what}, reprojection {rep['reprojection_px_median']:.1f} px (median), "
               f"{rep['seconds']['total']:.0f} s; look at {a.out}/overlay.png")  # fmt: skip
     return 0
 
@@ -35,7 +41,10 @@ def add_capture_commands(sub) -> None:
                                    "the Anny body to them (phenotype, pose with fingers, root motion, focal "
                                    "length) and write a perennial-capture with one camera, every n-th frame "
                                    "held out; then `perennial create AVATAR --capture OUT`.")  # fmt: skip
-    c.add_argument("source", help="video file (mp4, mov, avi, mkv, webm) or folder of images")
+    c.add_argument("source", help="video file (mp4, mov, avi, mkv, webm), folder of images, or a dataset folder in "
+                                  "the ZJU-MoCap (annots.npy) or People-Snapshot (camera.pkl, masks.hdf5) layout")
+    c.add_argument("--layout", default="auto", choices=["auto", "video", "zju-mocap", "people-snapshot"],
+                   help="how to read SOURCE (default: auto, from the files it holds)")
     c.add_argument("out", help="output capture folder (must not exist or be empty)")
     add_options(c, MonocularConfig(), ["appearance", "size", "max_frames", "stride", "test_every"])
     add_options(c, FitConfig(), ["fov_deg", "keyframes", "key_steps", "steps", "silhouette", "world", "smooth",

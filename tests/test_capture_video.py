@@ -124,7 +124,7 @@ def test_video_of_a_person_turning_becomes_an_avatar_that_eval_scores(tmp_path):
     capture = read_capture(cap)
     report = json.loads((cap / "fit.json").read_text())
     assert len(report["used"]) >= 8 and len(capture.views_of("test")) >= 1
-    assert report["mask_iou_vs_detector"] > 0.7, report
+    assert report["mask_iou"] > 0.7, report
     assert (cap / "overlay.png").exists() and len(list((cap / "source").glob("*.png"))) == len(report["used"])
     _perennial("create", tmp_path / "av", "--capture", cap, "--steps", 30, "--meta-iterations", 0)
     _perennial("eval", tmp_path / "av", "--capture", cap, "--json", tmp_path / "m.json")

@@ -132,27 +132,34 @@ def _intrinsics(obs: Observations, focal: Tensor | float) -> Tensor:
 
 
 def _init_root(obs: Observations, focal: float) -> tuple[Tensor, Tensor]:
-    """Per-frame root yaw (rotvec) and translation from the torso points of each frame's first row where the
-    torso was seen (torso ~0.5 m from shoulders to hips; facing from BlazePose's metric shoulders)."""
+    """Per-frame root yaw (rotvec) and translation from the torso points (torso ~0.5 m from shoulders to
+    hips; facing from BlazePose's metric shoulders). A frame's translation is the median of its rows'
+    estimates, its yaw that of its most confident row; a frame no row saw well takes the clip's median."""
     b, w = obs.body, obs.body_world
     hips, shoulders = b[:, [23, 24], :2].mean(1), b[:, [11, 12], :2].mean(1)
     length = (hips - shoulders).norm(dim=-1)
-    ok = torch.isfinite(length) & (length > 4)
+    conf = b[:, [11, 12, 23, 24], 3].nan_to_num().amin(1) * torch.isfinite(length)
+    ok = conf > 0.5
     k = _intrinsics(obs, focal)
-    length = torch.where(ok, length, torch.nanmedian(length) if ok.any() else torch.tensor(obs.height / 4.0))
-    depth = k[:, 0] * 0.5 / length
+    depth = k[:, 0] * 0.5 / length.nan_to_num(1.0).clamp_min(4.0)
     hips = torch.where(torch.isfinite(hips), hips, k[:, 2:])
     x_cam = torch.stack([(hips[:, 0] - k[:, 2]) * depth / k[:, 0], (hips[:, 1] - k[:, 3]) * depth / k[:, 1], depth], -1)
     trans_rows = torch.einsum("nji,nj->ni", obs.R, x_cam - obs.t)  # camera -> world
     d = torch.einsum("nji,nj->ni", obs.R, torch.nan_to_num(w[:, 11] - w[:, 12]))  # right -> left shoulder, world
     yaw_rows = torch.atan2(d[:, 1], d[:, 0])
+    fallback = trans_rows[ok].median(0).values if ok.any() else torch.tensor([0.0, 3.0, 0.0])
     n = obs.frames
-    pick = torch.zeros(n, dtype=torch.long)
-    for row in reversed(range(len(obs.body))):  # the first row of each frame, preferring rows that saw the torso
-        f = int(obs.frame[row])
-        if ok[row] or not ok[pick[f]] or obs.frame[pick[f]] != f:
-            pick[f] = row
-    yaw, translation = yaw_rows[pick], trans_rows[pick]
+    translation, yaw = fallback.repeat(n, 1), torch.zeros(n)
+    for f in range(n):
+        mine = (obs.frame == f) & ok
+        if mine.any():
+            translation[f] = trans_rows[mine].median(0).values
+            best = torch.where(obs.frame == f, conf, -1.0).argmax()
+            yaw[f] = yaw_rows[best]
+    # a frame 1 m from its neighbours' median (5 frames either side) is a bad detection, not a real jump
+    typical = torch.stack([translation[max(0, f - 5) : f + 6].median(0).values for f in range(n)])
+    far = (translation - typical).norm(dim=-1) > 1.0
+    translation[far] = typical[far]
     return torch.stack([torch.zeros_like(yaw), torch.zeros_like(yaw), yaw], -1), translation
 
 
@@ -307,7 +314,7 @@ def fit_body(template, obs: Observations, cfg: FitConfig | None = None, progress
     k_rot = torch.zeros(len(keys), J, 3, requires_grad=True)
     k_root = root[keys].clone().requires_grad_(True)
     k_trans = translation[keys].clone().requires_grad_(True)
-    params = [{"params": [k_rot, k_root], "lr": 0.03}, {"params": [k_trans, pheno_logit], "lr": 0.01},
+    params = [{"params": [k_rot, k_root], "lr": 0.03}, {"params": [k_trans], "lr": 0.02}, {"params": [pheno_logit], "lr": 0.01},
               {"params": [log_focal], "lr": 0.005}]  # fmt: skip
     opt = torch.optim.Adam([p for p in params if p["params"][0].requires_grad])
     bar = progress_bar(total=cfg.key_steps + cfg.steps, desc="fit", unit="step", enabled=progress)

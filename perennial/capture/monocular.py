@@ -105,10 +105,27 @@ def overlay_sheet(frames: np.ndarray, fitted: np.ndarray, count: int = 6) -> np.
     return contact_sheet(tiles, cols=len(tiles))
 
 
+def scale_intrinsics(K: np.ndarray, scale: float) -> torch.Tensor:
+    """Intrinsics of an image scaled by ``scale`` (pixel centres at integer coordinates)."""
+    K = np.array(K, np.float64)
+    K[:2, :2] *= scale
+    K[:2, 2] = (K[:2, 2] + 0.5) * scale - 0.5
+    return torch.as_tensor(K, dtype=torch.float32)
+
+
+def resize_masks(masks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(F, H, W) bool masks to (F, height, width) uint8 0/255, nearest neighbour."""
+    return np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((width, height), Image.NEAREST))
+                     for m in masks])  # fmt: skip
+
+
 def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig | None = None,
-                       fit_config: FitConfig | None = None, overwrite: bool = False,
-                       progress: bool = True) -> Capture:  # fmt: skip
-    """Write a capture of the person in ``src`` (video file or image folder) to ``out``; see the module."""
+                       fit_config: FitConfig | None = None, overwrite: bool = False, progress: bool = True,
+                       intrinsics: np.ndarray | None = None, masks: np.ndarray | None = None) -> Capture:  # fmt: skip
+    """Write a capture of the person in ``src`` (video file or image folder) to ``out``; see the module.
+
+    ``intrinsics`` (3, 3) and ``masks`` (F, H, W) bool of every source frame, where known (a dataset's
+    calibration and masks), replace the estimated focal length and the detector's masks."""
     cfg, fit_cfg = config or MonocularConfig(), fit_config or FitConfig()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -116,9 +133,19 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".perennial-capture-", dir=out.parent if out.parent.exists() else None) as tmp:
         folder = detect(src, Path(tmp) / "det", cfg.size, cfg.max_frames, cfg.stride, progress)
-        meta, frames, masks = _read_detection(folder)
+        meta, frames, found = _read_detection(folder)
         t_detect = time.perf_counter() - t0
+        masks_given = masks
+        if masks is None:
+            masks = found
+        else:
+            given = masks[:: cfg.stride][: len(frames)]
+            if len(given) < len(frames):
+                raise PerennialError(f"{src}: {len(frames)} frames but masks for only {len(given)} of them")
+            masks = resize_masks(given, meta["width"], meta["height"])
         obs = observations_from_npz(folder / "landmarks.npz", masks, meta["width"], meta["height"], meta["video"])
+        if intrinsics is not None:
+            obs.K = scale_intrinsics(intrinsics, meta["scale"]).expand(len(obs.body), 3, 3).clone()
         seen = _person_seen(obs)
         if seen.sum() < 1:
             raise PerennialError(f"{src}: no person found in any frame")
@@ -134,8 +161,9 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
     report = {
         "source": str(src), "frames": int(meta["frames"]), "used": keep.tolist(),
         "dropped": sorted(set(range(meta["frames"])) - set(keep.tolist())), "fps": meta["fps"],
-        "focal_px": float(fit.K[0, 0]), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
-        "reprojection_px_median": fit.residual_px, "mask_iou_vs_detector": float(iou.mean()),
+        "layout": "video" if intrinsics is None else "people-snapshot", "focal_px": float(fit.K[0, 0]), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
+        "reprojection_px_median": fit.residual_px, "mask_iou": float(iou.mean()),
+        "masks": "detector" if masks_given is None else "dataset",
         "seconds": {"landmarks": t_detect, **fit.timings, "total": time.perf_counter() - t0},
         "config": asdict(cfg), "fit_config": asdict(fit_cfg), "mediapipe": meta.get("mediapipe"),
     }  # fmt: skip
@@ -152,7 +180,8 @@ def _subset(obs: Observations, keep: np.ndarray) -> Observations:
     k = torch.from_numpy(keep)
     return Observations(body=obs.body[k], body_world=obs.body_world[k], hands=obs.hands[k],
                         hand_score=obs.hand_score[k], masks=None if obs.masks is None else obs.masks[k],
-                        width=obs.width, height=obs.height, video=obs.video)  # fmt: skip
+                        width=obs.width, height=obs.height, video=obs.video,
+                        K=None if obs.K is None else obs.K[k])  # fmt: skip
 
 
 def _write(out: Path, cfg: MonocularConfig, fit: FitResult, frames: np.ndarray, masks: np.ndarray, meta: dict,

@@ -59,6 +59,11 @@ class CaptureBenchConfig:
     """Frames per video (30 fps)."""
     size: int = 512
     """Video width and height, pixels."""
+    fov_deg: float = 45.0
+    """Vertical field of view of the camera, degrees (a phone's main camera: 40-55)."""
+    distance: float = 3.2
+    """Camera distance, metres: with 45 degrees the person fills about two thirds of the frame's height, as in
+    a phone video of the whole body (BlazePose misses people who fill the frame edge to edge)."""
     fit: FitConfig = field(default_factory=FitConfig)
     """The fitting settings."""
 
@@ -177,7 +182,7 @@ def run_capture_bench(out: str | Path, cfg: CaptureBenchConfig, progress: bool =
         truth = out / f"{name}-truth"
         synthesize(truth, SynthConfig(appearance=f"bench-{k}", seed=k, cameras=1, frames=cfg.frames, size=cfg.size,
                                       motion=motion, phenotype=phenotype, test_camera_every=0, test_frame_every=0,
-                                      supersample=2), progress=False)  # fmt: skip
+                                      supersample=2, fov_deg=cfg.fov_deg, radius=cfg.distance), progress=False)  # fmt: skip
         bg = background(cfg.size, k)
         frames = []
         for v in sorted(read_views(truth), key=lambda v: v[0]):
