@@ -162,3 +162,40 @@ def test_bad_sources_get_one_message_and_leave_nothing(tmp_path, case, monkeypat
     assert expect in err and named in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".perennial-capture-")]
+
+
+def test_face_stage_recovers_expressions_from_a_close_up():
+    """Perfect face-mesh points of a close-up (the face ~100 px wide) give back the facial actions."""
+    from perennial.capture.face_calibrate import load_face_correspondence
+
+    template = load_template("anny")
+    marks = AnnyLandmarks(template)
+    n, focal = 3, 1600.0
+    rotvec = torch.zeros(n, template.num_bones, 3)
+    names = list(template.facial_action_names)
+    actions = torch.zeros(n, len(names))
+    for k, (name, value) in enumerate((("jawOpen", 0.7), ("mouthSmileLeft", 0.8), ("eyeBlinkRight", 0.9))):
+        actions[k, names.index(name)] = value
+    head = template(rotvec[:1], torch.zeros(1, 3), phenotype=PHENO).joints[0, template.bone_names.index("head")]
+    translation = (torch.tensor([0.0, 3.2, 0.0]) - head.detach()).expand(n, 3).clone()
+    obs, _ = _observe(template, marks, rotvec, translation, focal)
+    ids, bary, valid = load_face_correspondence()
+    with torch.no_grad():
+        out = template(rotvec, translation, phenotype=PHENO, facial_actions=actions)
+    pts = (out.vertices[:, ids] * bary[None, ..., None]).sum(2) @ WORLD_TO_CAMERA.T
+    uv = torch.stack([focal * pts[..., 0] / pts[..., 2], focal * pts[..., 1] / pts[..., 2]], -1) + (SIZE - 1) / 2
+    obs.face = torch.cat([uv, torch.zeros(n, 478, 1)], -1).masked_fill(~valid[None, :, None], float("nan"))
+    obs.face_score = torch.ones(n)
+    obs.masks = None
+    fit = fit_body(template, obs, FitConfig(fov_deg=2 * math.degrees(math.atan(SIZE / 2 / focal)), keyframes=1,
+                                            key_steps=60, steps=60, face_steps=200), progress=False)  # fmt: skip
+    got = fit.facial_actions
+    for k, name in enumerate(("jawOpen", "mouthSmileLeft", "eyeBlinkRight")):
+        i = names.index(name)
+        assert got[k, i] > 0.4 * actions[k, i], (name, float(got[k, i]))
+    # the face's shape: vertex error of the expression at most half that of a neutral face
+    basis = template.facial_basis(template.rest_state(PHENO))
+    moved = basis.norm(dim=-1).amax(0) > 1e-4
+    def shape_err(a):
+        return torch.einsum("fa,avc->fvc", a, basis[:, moved]).norm(dim=-1).mean()
+    assert shape_err(got - actions) < 0.5 * shape_err(actions), (float(shape_err(got - actions)), float(shape_err(actions)))

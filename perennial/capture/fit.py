@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from perennial.body.rig import ANNY_BONES
-from perennial.capture.keypoints import BLAZE_OF_COCO, TORSO, AnnyLandmarks
+from perennial.capture.fit_face import fit_face
+from perennial.capture.keypoints import BLAZE_OF_COCO, TORSO, AnnyLandmarks, skin_subset
 from perennial.progress import progress as progress_bar
 
 WORLD_TO_CAMERA = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -62,6 +63,8 @@ class FitConfig:
     """Weight of temporal smoothness (videos only)."""
     prior: float = 1.0
     """Weight of the pose prior."""
+    face_steps: int = 150
+    """Adam steps of the face stage (facial actions and head pose to the face mesh; 0: neutral faces)."""
 
 
 @dataclass
@@ -88,6 +91,10 @@ class Observations:
     """(N, 3, 3) world-to-camera rotations; None: :data:`WORLD_TO_CAMERA`."""
     t: Tensor | None = None
     """(N, 3) world-to-camera translations, metres; None: zero."""
+    face: Tensor | None = None
+    """(N, 478, 3) face-mesh points, pixels + relative depth; None: no face landmarks."""
+    face_score: Tensor | None = None
+    """(N,) 1 where the face mesh was found."""
 
     def __post_init__(self) -> None:
         n = len(self.body)
@@ -110,6 +117,8 @@ class FitResult:
     t: Tensor  # (3,)
     timings: dict = field(default_factory=dict)
     residual_px: float = float("nan")
+    facial_actions: Tensor | None = None  # (F, 52) in [0, 1]
+    face_residual_px: float = float("nan")
 
 
 def _targets(obs: Observations) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -268,15 +277,6 @@ class _Objective:
         return {"sil_out": self.cfg.silhouette * 2.0 * out_loss, "sil_cover": self.cfg.silhouette * 0.1 * cover}
 
 
-def _skin_subset(template, rest_vertices: Tensor, transforms: Tensor, idx: Tensor) -> Tensor:
-    """Posed vertices ``idx`` (B, n, 3) from rest vertices (V, 3) and skinning transforms (B, J, 4, 4)."""
-    B, J = transforms.shape[:2]
-    A = (template.skin_dense[idx] @ transforms[:, :, :3, :].permute(1, 0, 2, 3).reshape(J, -1))
-    A = A.view(-1, B, 3, 4).transpose(0, 1)  # (B, n, 3, 4)
-    x = rest_vertices[idx]
-    return A[..., 0] * x[:, :1] + A[..., 1] * x[:, 1:2] + A[..., 2] * x[:, 2:3] + A[..., 3]
-
-
 def _keyframes(obs: Observations, conf: Tensor, count: int) -> Tensor:
     """Up to ``count`` frames spread over the clip among those whose torso was seen in some row."""
     seen = torch.zeros(obs.frames, dtype=torch.bool)
@@ -317,7 +317,7 @@ def fit_body(template, obs: Observations, cfg: FitConfig | None = None, progress
     params = [{"params": [k_rot, k_root], "lr": 0.03}, {"params": [k_trans], "lr": 0.02}, {"params": [pheno_logit], "lr": 0.01},
               {"params": [log_focal], "lr": 0.005}]  # fmt: skip
     opt = torch.optim.Adam([p for p in params if p["params"][0].requires_grad])
-    bar = progress_bar(total=cfg.key_steps + cfg.steps, desc="fit", unit="step", enabled=progress)
+    bar = progress_bar(total=cfg.key_steps + cfg.steps + cfg.face_steps, desc="fit", unit="step", enabled=progress)
     objective.consecutive = False
     for step in range(cfg.key_steps):
         warm = step < cfg.key_steps // 5  # root and translation first
@@ -354,7 +354,7 @@ def fit_body(template, obs: Observations, cfg: FitConfig | None = None, progress
     for _ in range(cfg.steps):
         rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1)
         _, T = template.pose_rest(rv, trans, rest, vertices=False)
-        pts = _skin_subset(template, rest.vertices, T, support)
+        pts = skin_subset(template, rest.vertices[support], T, support)
         joints = (T[..., :3, :3] @ rest.bone_poses[:, :3, 3, None])[..., 0] + T[..., :3, 3]
         hand_pts = marks.hands(joints, pts[:, n_body : n_body + n_tip].view(-1, 2, 21, 3))
         loss, terms = objective(rows, obs.frame, marks.body(pts[:, :n_body]), hand_pts, pts[:, n_body + n_tip :], rv,
@@ -363,19 +363,26 @@ def fit_body(template, obs: Observations, cfg: FitConfig | None = None, progress
         loss.backward()
         opt.step()
         bar.update()
-    bar.close()
     timings["all_frames_s"] = time.perf_counter() - t1
     with torch.no_grad():
         kp = objective.camera(rows, obs.frame, marks.body(pts[:, :n_body]))
         err = (objective.project(rows, kp, log_focal.exp()) - objective.body).norm(dim=-1)
         good = objective.conf > 0.5
         residual = float(err[good].median()) if good.any() else float("nan")
+    rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1).detach()
+    facial, face_res = None, float("nan")
+    if obs.face is not None and obs.face_score is not None and bool((obs.face_score > 0).any()) and cfg.face_steps:
+        t2 = time.perf_counter()
+        rv, facial, face_res = fit_face(template, obs, cfg, objective, rest, rv, trans.detach(), log_focal.detach().exp(),
+                                         bar)  # fmt: skip
+        timings["face_s"] = time.perf_counter() - t2
     f = float(log_focal.detach().exp())
     K = torch.tensor([[f, 0, (obs.width - 1) / 2], [0, f, (obs.height - 1) / 2], [0, 0, 1]]) if obs.K is None else obs.K[0]
-    rv = torch.cat([root_all[:, None], (rot * free)[:, 1:]], 1).detach()
+    bar.close()
     timings["per_frame_s"] = (time.perf_counter() - t0) / n_frames
     return FitResult(phenotype=phenotype, rotvec=rv, translation=trans.detach(), K=K, R=obs.R[0].clone(),
-                     t=obs.t[0].clone(), timings=timings, residual_px=residual)  # fmt: skip
+                     t=obs.t[0].clone(), timings=timings, residual_px=residual, facial_actions=facial,
+                     face_residual_px=face_res)  # fmt: skip
 
 
 def observations_from_npz(path, masks: np.ndarray | None, width: int, height: int, video: bool) -> Observations:
@@ -385,4 +392,5 @@ def observations_from_npz(path, masks: np.ndarray | None, width: int, height: in
         body=torch.from_numpy(d["body"]).float(), body_world=torch.from_numpy(d["body_world"]).float(),
         hands=torch.from_numpy(d["hands"]).float(), hand_score=torch.from_numpy(d["hand_score"]).float(),
         masks=None if masks is None else torch.from_numpy(masks > 127), width=width, height=height, video=video,
+        face=torch.from_numpy(d["face"]).float(), face_score=torch.from_numpy(d["face_score"]).float(),
     )  # fmt: skip

@@ -93,3 +93,12 @@ class AnnyLandmarks:
         where ``hand_tips`` is -1)."""
         heads = joints[:, self.hand_joints.reshape(-1)].view(-1, 2, 21, 3)
         return torch.where((self.hand_tips >= 0)[None, ..., None].to(joints.device), tip_vertices, heads)
+
+
+def skin_subset(template, x: Tensor, transforms: Tensor, idx: Tensor) -> Tensor:
+    """Posed vertices ``idx`` (B, n, 3) from their rest positions ``x`` ((n, 3), or (B, n, 3) per frame) and
+    skinning transforms (B, J, 4, 4)."""
+    B, J = transforms.shape[:2]
+    A = (template.skin_dense[idx] @ transforms[:, :, :3, :].permute(1, 0, 2, 3).reshape(J, -1))
+    A = A.view(-1, B, 3, 4).transpose(0, 1)  # (B, n, 3, 4)
+    return A[..., 0] * x[..., :1] + A[..., 1] * x[..., 1:2] + A[..., 2] * x[..., 2:3] + A[..., 3]

@@ -113,12 +113,17 @@ def detect_hands(hands, img, b):
 
 
 def detect_face(face, img, b):
-    """478 face-mesh landmarks (pixels, relative depth) found in a crop around BlazePose's head points, and a
-    score (1 found, 0 not)."""
+    """478 face-mesh landmarks (pixels, relative depth) found in a crop around BlazePose's head points (in the
+    whole image where BlazePose found no body: a close-up), and a score (1 found, 0 not)."""
     pts = b[[0, 2, 5, 7, 8], :2]  # nose, eyes, ears
     f = np.full((478, 3), np.nan, np.float32)
     if not np.isfinite(pts).all():
-        return f, 0.0
+        h, w = img.shape[:2]
+        r = face.process(img)
+        if not r.multi_face_landmarks:
+            return f, 0.0
+        f[:] = [(p.x * w, p.y * h, p.z * w) for p in r.multi_face_landmarks[0].landmark]
+        return f, 1.0
     side_px = max(3.0 * np.linalg.norm(pts[3] - pts[4]), 3.0 * np.ptp(pts, axis=0).max(), 32.0)
     c, s, o = crop(img, pts.mean(0), side_px, 256)
     r = face.process(c)

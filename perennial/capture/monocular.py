@@ -162,7 +162,7 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
         "source": str(src), "frames": int(meta["frames"]), "used": keep.tolist(),
         "dropped": sorted(set(range(meta["frames"])) - set(keep.tolist())), "fps": meta["fps"],
         "layout": "video" if intrinsics is None else "people-snapshot", "focal_px": float(fit.K[0, 0]), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
-        "reprojection_px_median": fit.residual_px, "mask_iou": float(iou.mean()),
+        "reprojection_px_median": fit.residual_px, "face_reprojection_px_median": fit.face_residual_px, "mask_iou": float(iou.mean()),
         "masks": "detector" if masks_given is None else "dataset",
         "seconds": {"landmarks": t_detect, **fit.timings, "total": time.perf_counter() - t0},
         "config": asdict(cfg), "fit_config": asdict(fit_cfg), "mediapipe": meta.get("mediapipe"),
@@ -181,7 +181,8 @@ def _subset(obs: Observations, keep: np.ndarray) -> Observations:
     return Observations(body=obs.body[k], body_world=obs.body_world[k], hands=obs.hands[k],
                         hand_score=obs.hand_score[k], masks=None if obs.masks is None else obs.masks[k],
                         width=obs.width, height=obs.height, video=obs.video,
-                        K=None if obs.K is None else obs.K[k])  # fmt: skip
+                        K=None if obs.K is None else obs.K[k], face=None if obs.face is None else obs.face[k],
+                        face_score=None if obs.face_score is None else obs.face_score[k])  # fmt: skip
 
 
 def _write(out: Path, cfg: MonocularConfig, fit: FitResult, frames: np.ndarray, masks: np.ndarray, meta: dict,
@@ -195,7 +196,8 @@ def _write(out: Path, cfg: MonocularConfig, fit: FitResult, frames: np.ndarray, 
         views.append(ViewData(camera="cam00", frame=f, split=split, image=person, mask=masks[f]))
     template = load_template("anny")
     body = BodyParams(bones=list(template.bone_names), rotvec=fit.rotvec, translation=fit.translation,
-                      facial_actions=torch.zeros(len(frames), len(template.facial_action_names)),
+                      facial_actions=fit.facial_actions if fit.facial_actions is not None
+                      else torch.zeros(len(frames), len(template.facial_action_names)),
                       facial_action_labels=list(template.facial_action_names))  # fmt: skip
     body_info = {"template": "anny", "rig": "anny", "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist()))}
     capture = write_capture(out, appearance=cfg.appearance, body_info=body_info, cameras={"cam00": cam},

@@ -92,6 +92,7 @@ def _observations(rows, cams: dict, n_frames: int, W: int, H: int) -> Observatio
         K=torch.stack([cams[r[0]].K for r in rows]).repeat_interleave(n_frames, 0),
         R=torch.stack([cams[r[0]].R for r in rows]).repeat_interleave(n_frames, 0),
         t=torch.stack([cams[r[0]].t for r in rows]).repeat_interleave(n_frames, 0),
+        face=cat("face"), face_score=cat("face_score"),
     )  # fmt: skip
 
 
@@ -106,7 +107,8 @@ def _write(out: Path, cfg: MonocularConfig, fit: FitResult, cams: dict, rows, n_
                                   mask=masks[f]))  # fmt: skip
     template = load_template("anny")
     body = BodyParams(bones=list(template.bone_names), rotvec=fit.rotvec, translation=fit.translation,
-                      facial_actions=torch.zeros(n_frames, len(template.facial_action_names)),
+                      facial_actions=fit.facial_actions if fit.facial_actions is not None
+                      else torch.zeros(n_frames, len(template.facial_action_names)),
                       facial_action_labels=list(template.facial_action_names))  # fmt: skip
     body_info = {"template": "anny", "rig": "anny", "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist()))}
     return write_capture(out, appearance=cfg.appearance, body_info=body_info, cameras=cams,

@@ -13,6 +13,8 @@ procedural gradient with noise otherwise), encodes it as MP4 when imageio-ffmpeg
 - reprojection error (px): the 23 body keypoints through the fitted camera against the truth
   through the true camera;
 - stature error (cm) and focal-length error (%);
+- the expression: mean distance of the face's vertices between the fitted and the true facial
+  actions (mm), next to that of a neutral face (the error if nothing were fitted);
 - seconds per frame (landmarks and fitting).
 
 Cases differ in motion (turning in place, waving, walking, squatting) and phenotype.
@@ -155,6 +157,14 @@ def score_case(template, marks: AnnyLandmarks, truth_dir: Path, cap_dir: Path) -
                         K=fit_cam.K, R=fit_cam.R, t=fit_cam.t)  # fmt: skip
     iou = mask_iou(fitted_masks(template, fit_res, W, H), truth_masks)
     report = json.loads((cap_dir / "fit.json").read_text())
+    basis = template.facial_basis(template.rest_state(gt_ph))
+    basis = basis[:, basis.norm(dim=-1).amax(0) > 1e-4]  # the face's vertices
+    gt_fa = tb.facial_actions[used] if tb.facial_actions is not None else torch.zeros(len(used), len(basis))
+    fit_fa = fb.facial_actions if fb.facial_actions is not None else torch.zeros_like(gt_fa)
+
+    def face_mm(a: torch.Tensor) -> float:
+        return 1000 * float(torch.einsum("fa,avc->fvc", a, basis).norm(dim=-1).mean())
+
     return {
         "frames": len(used),
         "mpjpe_pa_cm": 100 * float(np.median(mpjpe)),
@@ -164,6 +174,8 @@ def score_case(template, marks: AnnyLandmarks, truth_dir: Path, cap_dir: Path) -
         "reprojection_px": float(np.median(np.linalg.norm(guv - fuv, axis=-1))),
         "stature_error_cm": 100 * abs(_stature(template, gt_ph) - _stature(template, fit_ph)),
         "focal_error_pct": 100 * abs(float(fit_cam.K[0, 0] / gt_cam.K[0, 0]) - 1),
+        "face_expression_mm": face_mm(fit_fa - gt_fa),
+        "face_expression_mm_neutral": face_mm(gt_fa),
         "seconds_per_frame": report["seconds"]["total"] / len(used),
         "landmarks_s_per_frame": report["seconds"]["landmarks"] / len(used),
     }
