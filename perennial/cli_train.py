@@ -170,6 +170,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
         jobs = [(n, c, aligned[i], tr, fa) for i, (n, c, _, tr, fa) in enumerate(jobs)]
     out = Path(a.out)
     video = out.suffix.lower() in (".mp4", ".gif")
+    compose = _compositor(a.background, cap if a.capture else None)
 
     temporal = getattr(avatar, "temporal", False)  # a texture avatar with temporal attention
 
@@ -185,7 +186,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
                     extra["previous"] = state
             out_frame = avatar.render_image(cam, rv, tr, a.appearance, fa, **extra)
             state = getattr(out_frame, "state", None)
-            img = to_uint8(out_frame.rgb)
+            img = to_uint8(compose(out_frame, name))
             if not video:
                 save_png(out / f"{name}.png", img)
             yield img
@@ -198,6 +199,42 @@ def _cmd_render(a: argparse.Namespace) -> int:
                 pass
     print(f"wrote {out} ({len(jobs)} frames)")
     return 0
+
+
+def _compositor(background: str, cap):
+    """(render output, job name) -> RGB over the background: a colour, or the capture's source frames."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if background == "source":
+        if cap is None or not (cap.root / "source").is_dir():
+            raise ConfigError("--background source needs --capture of a capture with source frames "
+                              "(made by perennial capture from a video or photos)")  # fmt: skip
+
+        def frame(name: str) -> torch.Tensor:
+            path = cap.root / "source" / f"{int(name.rsplit('/', 1)[1]):06d}.png"
+            if not path.exists():
+                raise ConfigError(f"{path}: missing source frame")
+            return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255)
+    else:
+        names = {"black": "#000000", "white": "#ffffff"}
+        code = names.get(background, background)
+        if not (len(code) == 7 and code.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in code[1:])):
+            raise ConfigError(f"--background {background!r}: expected black, white, #rrggbb or source")
+        colour = torch.tensor([int(code[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+
+        def frame(name: str) -> torch.Tensor:
+            return colour
+
+    def compose(out, name: str) -> torch.Tensor:  # renders are composited over black: add the rest
+        rgb, alpha = out.rgb.float().cpu(), out.alpha.float().cpu()[..., None]
+        bg = frame(name)
+        if bg.ndim == 3 and bg.shape[:2] != rgb.shape[:2]:
+            raise ConfigError(f"source frame {name}: {tuple(bg.shape[:2])} px, the render is {tuple(rgb.shape[:2])}")
+        return (rgb + (1 - alpha) * bg).clamp(0, 1)
+
+    return compose
 
 
 def add_train_commands(sub) -> None:
@@ -254,6 +291,9 @@ def add_train_commands(sub) -> None:
     r.add_argument("--appearance", required=True, help="appearance (outfit) to render")
     r.add_argument("--capture", help="render this capture's views (cameras and poses)")
     r.add_argument("--split", default="test", choices=["test", "train", "all"], help="capture views to render (default: test)")
+    r.add_argument("--background", default="black",
+                   help="what the avatar is composited over: a colour (black, white, #rrggbb) or, with --capture, "
+                        "'source': the capture's own frames (captures made by perennial capture from a video)")
     r.add_argument("--motion", help="drive the avatar with a .bvh or .npz clip")
     r.add_argument("--camera", default="orbit", help="with --motion: orbit, front, side or back (default: orbit)")
     r.add_argument("--size", type=int, default=256, help="with --motion: frame size, pixels, >= 8 (default: 256)")

@@ -130,6 +130,18 @@ def test_video_of_a_person_turning_becomes_an_avatar_that_eval_scores(tmp_path):
     _perennial("eval", tmp_path / "av", "--capture", cap, "--json", tmp_path / "m.json")
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert math.isfinite(metrics["mean"]["psnr"]) and metrics["mean"]["psnr"] > 10, metrics["mean"]
+    # renders over the video's own frames: outside the person, the source frame's pixels
+    _perennial("render", tmp_path / "av", "--appearance", "own", "--capture", cap, "--background", "source",
+               "--out", tmp_path / "r")  # fmt: skip
+    view = capture.views_of("test")[0]
+    img = np.asarray(Image.open(tmp_path / "r" / f"{view.camera}/{view.frame:06d}.png"), np.float32)
+    src = np.asarray(Image.open(cap / "source" / f"{view.frame:06d}.png"), np.float32)
+    far = np.zeros(img.shape[:2], bool)
+    far[:, :20] = far[:, -20:] = True  # image borders: no person there
+    assert np.abs(img[far] - src[far]).mean() < 2.0 and src[far].mean() > 20
+    r = _perennial("render", tmp_path / "av", "--appearance", "own", "--capture", cap, "--background", "pink",
+                   "--out", tmp_path / "r2", check=False)  # fmt: skip
+    assert r.returncode == 2 and "expected black, white, #rrggbb or source" in r.stderr
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "empty", "no-env", "garbage"])
