@@ -56,7 +56,11 @@ class TemporalBenchConfig:
     gan_every: int = 2
     """The discriminator runs every n steps in the variants that have it."""
     speed_size: int = 256
-    """Frame size of the speed figures, pixels."""
+    """Frame size of the speed figures, pixels (0: no speed figures)."""
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    """Which variants to train."""
+    painted: bool = True
+    """Also the painted capture (not only the loose one)."""
 
     @staticmethod
     def quick() -> TemporalBenchConfig:
@@ -131,14 +135,14 @@ def run_temporal_bench(out: str | Path, cfg: TemporalBenchConfig, repeats: int =
     template = load_template("anny")
     inception = load_inception()
     res: dict = {"config": asdict(cfg), "numeric_path": numeric_path(), "runs": {}}
-    for kind in ("painted", cfg.loose):
+    for kind in (("painted",) if cfg.painted else ()) + (cfg.loose,):
         log(f"synthesising the {kind} capture ...")
         cap = synthesize(out / "captures" / kind, SynthConfig(appearance="outfit-t", cameras=cfg.cameras,
                          frames=cfg.frames, size=cfg.size, motion="walk", loose="none" if kind == "painted" else kind),
                          overwrite=True, progress=False)  # fmt: skip
         real = torch.stack([cap.load_image(v).permute(2, 0, 1) for v in cap.views_of("test")])
         f_real = inception(real)
-        for variant in VARIANTS:
+        for variant in cfg.variants:
             avatar, result = _train(cap, variant, cfg, template)
             ev = evaluate_avatar(avatar, cap, lpips_nets=("alex",), progress=False, regions=False, temporal=True)
             dist = fid_kid_from_features(f_real, inception(_render_test(avatar, cap)))
@@ -150,8 +154,10 @@ def run_temporal_bench(out: str | Path, cfg: TemporalBenchConfig, repeats: int =
                 f"{row['tlpips']:.4f} ({row['tlpips_pairs']} pairs)  FID {row['fid']:.1f}  KID {row['kid']:.4f} "
                 f"+- {row['kid_std']:.4f} ({row['n_real']}/{row['n_fake']} images)  PSNR {row['psnr']:.2f}  "
                 f"{result.seconds:.0f} s")  # fmt: skip
-    log(f"timing {cfg.speed_size}^2 renders ...")
-    res["speed"] = _speed(cfg, repeats)
+    res["speed"] = {}
+    if cfg.speed_size:
+        log(f"timing {cfg.speed_size}^2 renders ...")
+        res["speed"] = _speed(cfg, repeats)
     res["seconds"] = time.perf_counter() - t0
     (out / "temporal.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / "temporal.md").write_text(format_markdown(res))
@@ -165,11 +171,11 @@ def format_markdown(res: dict) -> str:
     for kind in kinds:
         lines += [f"### {kind}", "", "| variant | SSIM | LPIPS | tLPIPS | FID | KID | PSNR | train s |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for variant in VARIANTS:
+        for variant in [v for v in VARIANTS if f"{kind}.{v}" in res["runs"]]:
             r = res["runs"][f"{kind}.{variant}"]
             lines.append(f"| {variant} | {r['ssim']:.4f} | {r['lpips']:.4f} | {r['tlpips']:.4f} | {r['fid']:.1f} | "
                          f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {r['psnr']:.2f} | {r['train_seconds']:.0f} |")  # fmt: skip
-        r = res["runs"][f"{kind}.full"]
+        r = next(v for k, v in res["runs"].items() if k.startswith(kind + "."))
         lines += ["", f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and {r['n_fake']} "
                       "rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip
     lines += ["### speed", "", "| variant | path | frame ms | FPS | attention ms | generator ms | raster ms |",
@@ -194,3 +200,32 @@ def bench_cli(args) -> dict:
         flat[f"speed{cfg.speed_size}.{variant}.attention_ms"] = s["attention_ms"]
         flat[f"speed{cfg.speed_size}.{variant}.path"] = s["path"]
     return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m perennial.evaluate.temporal_bench [--steps N] [--variants ...] ...``: any size of the bench."""
+    import argparse
+    import dataclasses
+
+    p = argparse.ArgumentParser(description="perennial bench temporal with every size option of TemporalBenchConfig")
+    p.add_argument("--quick", action="store_true", help="start from the --quick sizes")
+    for f in dataclasses.fields(TemporalBenchConfig):
+        if f.name == "variants":
+            p.add_argument("--variants", nargs="+", choices=list(VARIANTS))
+        elif f.type in ("bool", bool):
+            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(f"--{f.name}", type={"int": int, "str": str}.get(str(f.type), str))
+    p.add_argument("--out", default="out/bench-temporal")
+    p.add_argument("--repeats", type=int, default=10)
+    a = p.parse_args(argv)
+    cfg = TemporalBenchConfig.quick() if a.quick else TemporalBenchConfig()
+    given = {k: v for k, v in vars(a).items() if k not in ("quick", "out", "repeats") and v is not None}
+    cfg = dataclasses.replace(cfg, **{k: tuple(v) if k == "variants" else v for k, v in given.items()})
+    res = run_temporal_bench(a.out, cfg, repeats=a.repeats)
+    print(format_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
