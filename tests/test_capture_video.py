@@ -211,3 +211,21 @@ def test_face_stage_recovers_expressions_from_a_close_up():
     def shape_err(a):
         return torch.einsum("fa,avc->fvc", a, basis[:, moved]).norm(dim=-1).mean()
     assert shape_err(got - actions) < 0.5 * shape_err(actions), (float(shape_err(got - actions)), float(shape_err(actions)))
+
+
+def test_photos_give_their_focal_length_from_exif(tmp_path):
+    from PIL import Image
+
+    from perennial.capture.monocular import exif_intrinsics
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[41989] = 26  # a phone's main camera: 26 mm equivalent
+    Image.new("RGB", (400, 300)).save(folder / "a.jpg", exif=exif)
+    K = exif_intrinsics(folder, {})
+    assert K is not None and abs(K[0, 0] - 26 / 36 * 400) < 1e-6 and abs(K[1, 2] - 149.5) < 1e-9
+    Image.new("RGB", (400, 300)).save(tmp_path / "plain.jpg")
+    (folder / "a.jpg").unlink()
+    (tmp_path / "plain.jpg").rename(folder / "b.jpg")
+    assert exif_intrinsics(folder, {}) is None

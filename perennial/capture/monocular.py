@@ -119,6 +119,24 @@ def resize_masks(masks: np.ndarray, width: int, height: int) -> np.ndarray:
                      for m in masks])  # fmt: skip
 
 
+def exif_intrinsics(src: Path, meta: dict) -> np.ndarray | None:
+    """Intrinsics from the first photo's EXIF 35 mm-equivalent focal length (a 36 mm wide frame), if a folder
+    of photos records one; None otherwise (videos rarely do)."""
+    if not src.is_dir():
+        return None
+    first = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    try:
+        with Image.open(first[0]) as im:
+            w, h = im.size
+            f35 = im.getexif().get_ifd(0x8769).get(41989)  # FocalLengthIn35mmFilm
+    except (IndexError, OSError):
+        return None
+    if not f35 or float(f35) <= 0:
+        return None
+    f = float(f35) / 36.0 * max(w, h)
+    return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]])
+
+
 def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig | None = None,
                        fit_config: FitConfig | None = None, overwrite: bool = False, progress: bool = True,
                        intrinsics: np.ndarray | None = None, masks: np.ndarray | None = None) -> Capture:  # fmt: skip
@@ -130,6 +148,7 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PerennialError(f"{out}: exists and is not empty (use --overwrite to replace it)")
+    given_K = intrinsics is not None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".perennial-capture-", dir=out.parent if out.parent.exists() else None) as tmp:
         folder = detect(src, Path(tmp) / "det", cfg.size, cfg.max_frames, cfg.stride, progress)
@@ -144,6 +163,8 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
                 raise PerennialError(f"{src}: {len(frames)} frames but masks for only {len(given)} of them")
             masks = resize_masks(given, meta["width"], meta["height"])
         obs = observations_from_npz(folder / "landmarks.npz", masks, meta["width"], meta["height"], meta["video"])
+        if intrinsics is None and not fit_cfg.fov_deg:
+            intrinsics = exif_intrinsics(Path(src), meta)
         if intrinsics is not None:
             obs.K = scale_intrinsics(intrinsics, meta["scale"]).expand(len(obs.body), 3, 3).clone()
         seen = _person_seen(obs)
@@ -161,7 +182,9 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
     report = {
         "source": str(src), "frames": int(meta["frames"]), "used": keep.tolist(),
         "dropped": sorted(set(range(meta["frames"])) - set(keep.tolist())), "fps": meta["fps"],
-        "layout": "video" if intrinsics is None else "people-snapshot", "focal_px": float(fit.K[0, 0]), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
+        "focal_px": float(fit.K[0, 0]),
+        "focal_from": "given" if given_K else ("fov_deg" if fit_cfg.fov_deg else ("exif" if intrinsics is not None
+                                                                                  else "estimated")), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
         "reprojection_px_median": fit.residual_px, "face_reprojection_px_median": fit.face_residual_px, "mask_iou": float(iou.mean()),
         "masks": "detector" if masks_given is None else "dataset",
         "seconds": {"landmarks": t_detect, **fit.timings, "total": time.perf_counter() - t0},
