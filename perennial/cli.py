@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     from perennial.capture.synth import SynthConfig
     from perennial.cli_capture import add_capture_commands
     from perennial.cli_motion import add_motion_commands
+    from perennial.cli_pretrain import add_pretrain_commands
     from perennial.cli_store import add_store_commands
     from perennial.cli_train import add_train_commands
     from perennial.cli_view import add_view_commands
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_motion_commands(sub)
     add_store_commands(sub)
     add_view_commands(sub)
+    add_pretrain_commands(sub)
     return p
 
 

@@ -256,6 +256,7 @@ def add_train_commands(sub) -> None:
                 "avatar.spatial_attention", "avatar.temporal_attention", "temporal_gan.every"],
                 {"temporal_gan.every": "--temporal-gan-every"}, note="for texture avatars")  # fmt: skip
     add_options(c, preset(field, "create"), RETRIEVAL_OPTIONS, RETRIEVAL_FLAGS)
+    add_options(c, preset(field, "create"), ["prior"])
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted create from its checkpoint")
     c.add_argument("--quiet", action="store_true", help="no progress output")

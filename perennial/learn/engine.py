@@ -141,6 +141,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     desc: str = "training",
+    writer: bool = True,
 ) -> TrainResult:
     """Optimise ``model`` (in place) with the losses of ``terms``.
 
@@ -157,6 +158,8 @@ def train(
         resume: continue from ``checkpoint`` when it exists.
         progress: show progress (a bar on a terminal, lines in a log).
         desc: what the progress says is being done.
+        writer: this process writes the checkpoints (in a distributed run only rank 0 does;
+            every rank reads them on ``resume``).
 
     Raises:
         ConfigError: weights that do not match the losses; a group without parameters.
@@ -225,7 +228,7 @@ def train(
                         recent = mse[-50:]
                         bar.set_postfix(loss=f"{float(loss.detach()):.4f}",
                                         psnr=f"{psnr_from_mse(sum(recent) / len(recent)):.2f}", refresh=False)  # fmt: skip
-            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            if writer and checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                 save_checkpoint(checkpoint, model, optim, step + 1, tag, states)
     finally:
         for p in frozen:

@@ -67,6 +67,10 @@ class FieldMethod:
     presets = fm.PRESETS
 
     def new(self, template, capture: Capture, config: fm.FieldTrainConfig) -> FieldAvatar:
+        if config.prior is not None:  # post-training: the shared parts start from a pretrained prior
+            from perennial.learn.prior_file import apply_prior
+
+            return apply_prior(config.prior, template, capture.body_info.get("phenotype"), capture.appearance)[0]
         return FieldAvatar(template, capture.body_info.get("phenotype"), [capture.appearance])
 
     def load(self, store: AvatarStore, template=None):
