@@ -140,6 +140,7 @@ class Identity:
 
     key: str
     capture: str
+    appearance: str
     digest: str
     phenotype: dict
     photometric: Photometric
@@ -221,7 +222,7 @@ def _people(paths: list[Path], config: PretrainConfig, field_config: FieldConfig
         if len(rays) == 0:
             raise ConfigError(f"{cap.root}: no training view shows the person (every mask is empty)")
         key = f"id-{i:04d}"
-        people.append(Identity(key, str(Path(cap.root).resolve()), digest, dict(cap.body_info.get("phenotype") or {}),
+        people.append(Identity(key, str(Path(cap.root).resolve()), cap.appearance, digest, dict(cap.body_info.get("phenotype") or {}),
                                Photometric(avatar, rays, key, config.rays_per_step, config.samples),
                                TriplaneTV(avatar, key)))  # fmt: skip
     return Shared(corrector, field_), people
@@ -268,7 +269,7 @@ def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig
                    progress=progress and dist.writer, desc="pretraining", writer=dist.writer)  # fmt: skip
     samples = result.steps_run * config.batch
     provenance = {
-        "identities": [{"key": p.key, "capture": p.capture, "sha256": p.digest, "phenotype": p.phenotype}
+        "identities": [{"key": p.key, "capture": p.capture, "appearance": p.appearance, "sha256": p.digest, "phenotype": p.phenotype}
                        for p in people],  # fmt: skip
         "steps": config.engine.steps, "steps_run": result.steps_run, "seed": seed, "batch": config.batch,
         "rays_per_step": config.rays_per_step, "processes": dist.world, "seconds": result.seconds,
