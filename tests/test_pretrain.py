@@ -126,6 +126,8 @@ def test_create_starts_from_the_prior(people, prior, tmp_path, template):
     v = create_avatar(tmp_path / "av", cap, cfg, progress=False, template=template)
     assert v.metrics["train"]["steps_run"] == 2
     assert v.state["history_entry"]["train"]["prior"] == str(prior)
+    pre = v.metrics["pretrained"]
+    assert pre["identities"] == 2 and pre["steps_run"] == 3 and len(pre["sha256"]) == 64
 
 
 def _broken(prior: Path, tmp_path: Path, edit) -> Path:

@@ -70,7 +70,9 @@ class FieldMethod:
         if config.prior is not None:  # post-training: the shared parts start from a pretrained prior
             from perennial.learn.prior_file import apply_prior
 
-            return apply_prior(config.prior, template, capture.body_info.get("phenotype"), capture.appearance)[0]
+            avatar, info = apply_prior(config.prior, template, capture.body_info.get("phenotype"), capture.appearance)
+            avatar.pretrained_info = info  # recorded in the version's metrics by finish
+            return avatar
         return FieldAvatar(template, capture.body_info.get("phenotype"), [capture.appearance])
 
     def load(self, store: AvatarStore, template=None):
@@ -100,10 +102,12 @@ class FieldMethod:
 
 
     def finish(self, avatar: FieldAvatar, config: fm.FieldTrainConfig, progress: bool) -> dict:
+        info = getattr(avatar, "pretrained_info", None)
+        out = {"pretrained": info} if info else {}
         if config.meta is None or config.meta.iterations == 0:
-            return {}
+            return out
         avatar.prior_info = meta_learn_prior(avatar, self, config.meta, progress)
-        return {"meta": avatar.prior_info}
+        return {**out, "meta": avatar.prior_info}
 
 
 def _joint_sources(records: list[dict], config: fm.FieldTrainConfig) -> dict:

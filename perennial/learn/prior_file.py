@@ -145,7 +145,8 @@ def apply_prior(path: str | Path, template, phenotype: dict | None, appearance: 
     the appearance starts from the identities' mean appearance.
 
     Returns:
-        (the avatar, ``{"path", "sha256", "provenance"}`` to record).
+        (the avatar, what to record of the prior: path, SHA-256 of its tensors, identity count, steps,
+        seed, batch, processes, date, perennial version).
 
     Raises:
         PriorError: see :func:`read_prior`; tensors that do not fit the avatar (a different rig).
@@ -159,4 +160,7 @@ def apply_prior(path: str | Path, template, phenotype: dict | None, appearance: 
     _load(avatar.corrector, tensors, "corrector.", st)
     _load(avatar.field, tensors, "field.", st, skip="appearances.")
     _load(avatar.field.appearance(appearance), tensors, "appearance.", st)
-    return avatar, {"path": str(folder.resolve()), "sha256": sha256_file(st), "provenance": doc["provenance"]}
+    prov = doc["provenance"]
+    summary = {k: prov.get(k) for k in ("steps_run", "seed", "batch", "processes", "date", "perennial")}
+    return avatar, {"path": str(folder.resolve()), "sha256": sha256_file(st),
+                    "identities": len(prov.get("identities") or []), **summary}  # fmt: skip
