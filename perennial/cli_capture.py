@@ -47,8 +47,8 @@ def add_capture_commands(sub) -> None:
                    help="how to read SOURCE (default: auto, from the files it holds)")
     c.add_argument("out", help="output capture folder (must not exist or be empty)")
     add_options(c, MonocularConfig(), ["appearance", "size", "max_frames", "stride", "test_every"])
-    add_options(c, FitConfig(), ["fov_deg", "keyframes", "key_steps", "steps", "silhouette", "world", "smooth",
-                                 "prior"])  # fmt: skip
+    add_options(c, FitConfig(), ["fov_deg", "stature", "keyframes", "key_steps", "steps", "face_steps", "silhouette",
+                                 "world", "smooth", "prior"])  # fmt: skip
     c.add_argument("--overwrite", action="store_true", help="replace an existing capture at OUT")
     c.add_argument("--quiet", action="store_true", help="no progress or summary")
     c.set_defaults(func=_cmd_capture)

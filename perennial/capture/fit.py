@@ -35,6 +35,8 @@ from torch import Tensor
 from perennial.body.rig import ANNY_BONES
 from perennial.capture.fit_face import fit_face
 from perennial.capture.keypoints import BLAZE_OF_COCO, TORSO, AnnyLandmarks, skin_subset
+from perennial.capture.masks import outline_points, outside_distance
+from perennial.errors import ConfigError
 from perennial.progress import progress as progress_bar
 
 WORLD_TO_CAMERA = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -63,8 +65,23 @@ class FitConfig:
     """Weight of temporal smoothness (videos only)."""
     prior: float = 1.0
     """Weight of the pose prior."""
+    stature: float = 0.0
+    """The person's height in metres, if known (0: estimate it; one camera cannot tell it from distance)."""
     face_steps: int = 150
     """Adam steps of the face stage (facial actions and head pose to the face mesh; 0: neutral faces)."""
+
+    def __post_init__(self) -> None:
+        for k in ("keyframes", "key_steps", "steps", "face_steps"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "keyframes" else 0):
+                raise ConfigError(f"{k} must be an integer >= {1 if k == 'keyframes' else 0}, got {v!r}")
+        for k in ("fov_deg", "stature", "silhouette", "world", "smooth", "prior"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{k} must be a number >= 0, got {v!r}")
+        if self.fov_deg >= 170 or (self.stature and not 0.4 <= self.stature <= 2.6):
+            raise ConfigError(f"fov_deg must be below 170 and stature 0 or 0.4-2.6 m, got {self.fov_deg}, "
+                              f"{self.stature}")  # fmt: skip
 
 
 @dataclass
@@ -172,35 +189,6 @@ def _init_root(obs: Observations, focal: float) -> tuple[Tensor, Tensor]:
     return torch.stack([torch.zeros_like(yaw), torch.zeros_like(yaw), yaw], -1), translation
 
 
-def _outside_distance(masks: Tensor, factor: int = 4, reach: int = 48) -> Tensor:
-    """(N, 1, H/f, W/f) distance in pixels from each point to the mask (0 inside), on a grid ``factor`` times
-    coarser, by repeated 3x3 dilation (chessboard metric; capped at ``reach`` coarse pixels)."""
-    m = F.max_pool2d(masks.float()[:, None], factor, factor) > 0
-    d = torch.zeros(m.shape)
-    cur = m.float()
-    for _ in range(reach):
-        d += 1.0 - cur
-        cur = F.max_pool2d(cur, 3, 1, 1)
-    return d * factor
-
-
-def _contours(masks: Tensor, points: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Up to ``points`` outline pixels (F, P, 2) per mask and their validity (F, P)."""
-    m = masks.float()[:, None]
-    inner = -F.max_pool2d(-m, 3, 1, 1)
-    edge = (m - inner)[:, 0] > 0
-    g = torch.Generator().manual_seed(seed)
-    out, valid = torch.zeros(len(masks), points, 2), torch.zeros(len(masks), points, dtype=torch.bool)
-    for f in range(len(masks)):
-        yx = edge[f].nonzero().float()
-        if len(yx) == 0:
-            continue
-        pick = torch.randperm(len(yx), generator=g)[:points]
-        out[f, : len(pick)] = yx[pick].flip(-1)
-        valid[f, : len(pick)] = True
-    return out, valid
-
-
 class _Objective:
     """The losses, given posed points of a batch of frames."""
 
@@ -210,8 +198,8 @@ class _Objective:
         self.scale = math.hypot(obs.width, obs.height) / 100
         self.sil_vertices = sil_vertices
         if obs.masks is not None and cfg.silhouette > 0:
-            self.outline, self.outline_valid = _contours(obs.masks, 96)
-            self.outside = _outside_distance(obs.masks)
+            self.outline, self.outline_valid = outline_points(obs.masks, 96)
+            self.outside = outside_distance(obs.masks)
         n = len(ANNY_BONES)
         w = torch.full((n,), 0.02)
         for i, b in enumerate(ANNY_BONES):
@@ -336,6 +324,9 @@ def fit_body(template, obs: Observations, cfg: FitConfig | None = None, progress
         body = marks.body(out.vertices[:, marks.body_vertices])
         loss, _ = objective(rows, sel, body, None, None, rv, log_focal.exp())
         loss = loss + 0.01 * pheno_logit.pow(2).sum()  # the phenotype stays near the average without evidence
+        if cfg.stature:  # a known height fixes the scale one camera cannot see
+            standing = template(*template.rest_pose(1), phenotype=torch.sigmoid(pheno_logit)[None]).vertices[0, :, 2]
+            loss = loss + 100.0 * (standing.max() - standing.min() - cfg.stature) ** 2
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -37,6 +37,7 @@ from perennial.capture.fit import (
     fit_body,
     observations_from_npz,
 )
+from perennial.capture.masks import mask_iou, resize_masks
 from perennial.capture.writer import ViewData, write_capture
 from perennial.errors import ConfigError, PerennialError
 from perennial.naming import check_name
@@ -84,13 +85,6 @@ def fitted_masks(template, fit: FitResult, width: int, height: int) -> np.ndarra
     return np.stack([render_hits(v, template.faces, cam).mask.view(height, width).numpy() for v in verts])
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(F,) intersection over union of two stacks of boolean masks."""
-    inter = (a & b).reshape(len(a), -1).sum(1)
-    union = (a | b).reshape(len(a), -1).sum(1)
-    return inter / np.maximum(union, 1)
-
-
 def overlay_sheet(frames: np.ndarray, fitted: np.ndarray, count: int = 6) -> np.ndarray:
     """Frames with the fitted mesh's silhouette tinted and outlined, ``count`` of them side by side."""
     pick = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
@@ -111,12 +105,6 @@ def scale_intrinsics(K: np.ndarray, scale: float) -> torch.Tensor:
     K[:2, :2] *= scale
     K[:2, 2] = (K[:2, 2] + 0.5) * scale - 0.5
     return torch.as_tensor(K, dtype=torch.float32)
-
-
-def resize_masks(masks: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(F, H, W) bool masks to (F, height, width) uint8 0/255, nearest neighbour."""
-    return np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((width, height), Image.NEAREST))
-                     for m in masks])  # fmt: skip
 
 
 def exif_intrinsics(src: Path, meta: dict) -> np.ndarray | None:

@@ -21,13 +21,12 @@ from perennial.body.rig import PHENOTYPE_LABELS
 from perennial.capture.capture import BodyParams, Capture
 from perennial.capture.detect import IMAGE_SUFFIXES, detect
 from perennial.capture.fit import FitConfig, FitResult, Observations, fit_body
+from perennial.capture.masks import mask_iou, resize_masks
 from perennial.capture.monocular import (
     MonocularConfig,
     _read_detection,
     fitted_masks,
-    mask_iou,
     overlay_sheet,
-    resize_masks,
     scale_intrinsics,
 )
 from perennial.capture.readers import temp_dir_near, zju_mask, zju_views

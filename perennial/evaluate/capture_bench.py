@@ -37,7 +37,8 @@ from perennial.body.anny import load_template
 from perennial.body.rig import ANNY_BONES
 from perennial.capture.fit import FitConfig
 from perennial.capture.keypoints import AnnyLandmarks
-from perennial.capture.monocular import MonocularConfig, capture_from_video, fitted_masks, mask_iou
+from perennial.capture.masks import mask_iou
+from perennial.capture.monocular import MonocularConfig, capture_from_video, fitted_masks
 from perennial.capture.synth import SynthConfig, synthesize
 from perennial.numerics import numeric_path
 
