@@ -9,7 +9,8 @@ procedural gradient with noise otherwise), encodes it as MP4 when imageio-ffmpeg
 - body MPJPE after Procrustes (cm; the main body joints, fingers, toes and eyes excluded);
 - hand joints relative to the wrist (cm; MediaPipe's 21 points per hand after a Procrustes
   alignment of each hand, and without it);
-- silhouette IoU of the fitted mesh against the true body mask;
+- silhouette IoU of the fitted mesh against the true body mask (and, for scale, that of the
+  detector's person mask the fit was given);
 - reprojection error (px): the 23 body keypoints through the fitted camera against the truth
   through the true camera;
 - stature error (cm) and focal-length error (%);
@@ -157,6 +158,7 @@ def score_case(template, marks: AnnyLandmarks, truth_dir: Path, cap_dir: Path) -
     fit_res = FitResult(phenotype=torch.tensor(list(fit_ph.values())), rotvec=fb.rotvec, translation=fb.translation,
                         K=fit_cam.K, R=fit_cam.R, t=fit_cam.t)  # fmt: skip
     iou = mask_iou(fitted_masks(template, fit_res, W, H), truth_masks)
+    detector = np.stack([np.asarray(Image.open(fitted.root / v.mask)) > 127 for v in fitted.views])
     report = json.loads((cap_dir / "fit.json").read_text())
     basis = template.facial_basis(template.rest_state(gt_ph))
     basis = basis[:, basis.norm(dim=-1).amax(0) > 1e-4]  # the face's vertices
@@ -172,6 +174,7 @@ def score_case(template, marks: AnnyLandmarks, truth_dir: Path, cap_dir: Path) -
         "hand_rel_wrist_cm": 100 * float(np.median(hand_rel)),
         "hand_pa_cm": 100 * float(np.median(hand_pa)),
         "mask_iou": float(np.median(iou)),
+        "detector_mask_iou": float(np.median(mask_iou(detector, truth_masks))),
         "reprojection_px": float(np.median(np.linalg.norm(guv - fuv, axis=-1))),
         "stature_error_cm": 100 * abs(_stature(template, gt_ph) - _stature(template, fit_ph)),
         "focal_error_pct": 100 * abs(float(fit_cam.K[0, 0] / gt_cam.K[0, 0]) - 1),
