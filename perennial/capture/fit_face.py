@@ -16,6 +16,11 @@ from torch import Tensor
 from perennial.body.rig import ANNY_BONES
 from perennial.capture.keypoints import skin_subset
 
+MIN_FACE_SPREAD_PX = 20.0
+"""Faces whose points lie on average closer than this to their centre (a face under ~60 px wide) are not
+read: in a full-body 512 px frame (a face ~35 px wide) the fitted expressions were no closer to the
+truth than a neutral face (``perennial bench capture``)."""
+
 
 def fit_face(template, obs, cfg, objective, rest, rotvec: Tensor,
               translation: Tensor, focal: Tensor, bar) -> tuple[Tensor, Tensor, float]:  # fmt: skip
@@ -38,6 +43,10 @@ def fit_face(template, obs, cfg, objective, rest, rotvec: Tensor,
     fine = objective.scale / 5  # face features are small: 0.2 % of the image diagonal
     spread = target - (w[..., None] * target).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)[..., None]
     size = ((w * spread.norm(dim=-1)).sum(1) / w.sum(1).clamp_min(1)).clamp_min(1.0)  # face size per row, px
+    w = w * (size >= MIN_FACE_SPREAD_PX)[:, None]
+    if not bool(w.any()):  # no face large enough to read an expression from: neutral faces
+        bar.update(cfg.face_steps)
+        return rotvec, torch.zeros(obs.frames, basis.shape[0]), float("nan")
     for _ in range(cfg.face_steps):
         rv = rotvec.index_copy(1, head, head_rot)
         _, T = template.pose_rest(rv, translation, rest, vertices=False)
