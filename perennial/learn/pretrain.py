@@ -281,6 +281,7 @@ def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "perennial": _version(),
     }  # fmt: skip
+    barrier(dist)  # every rank has read the checkpoint (on --resume) before rank 0 removes it
     if dist.writer:
         write_prior(out, shared_tensors(shared.corrector, shared.field), field_config, provenance)
         shutil.rmtree(ckpt, ignore_errors=True)
