@@ -178,8 +178,9 @@ def format_markdown(res: dict) -> str:
         r = next(v for k, v in res["runs"].items() if k.startswith(kind + "."))
         lines += ["", f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and {r['n_fake']} "
                       "rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip
-    lines += ["### speed", "", "| variant | path | frame ms | FPS | attention ms | generator ms | raster ms |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    if res["speed"]:
+        lines += ["### speed", "", "| variant | path | frame ms | FPS | attention ms | generator ms | raster ms |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant, s in res["speed"].items():
         lines.append(f"| {variant} | {s['path']} | {s['ms']:.1f} | {s['fps']:.1f} | {s['attention_ms']:.1f} | "
                      f"{s['generator_ms']:.1f} | {s['raster_ms']:.1f} |")  # fmt: skip
