@@ -47,6 +47,14 @@ def prior(people, tmp_path_factory):
     return out
 
 
+def test_synthetic_people_are_drawn_from_annys_distribution():
+    from perennial.learn.pretrain import draw_phenotypes
+
+    four, two = draw_phenotypes(4, SyntheticPeople(), seed=1), draw_phenotypes(2, SyntheticPeople(), seed=1)
+    assert four[:2] == two  # person i does not depend on how many are drawn
+    assert len({p["gender"] for p in four}) == 4 and all(0 <= v <= 1 for p in four for v in p.values())
+
+
 def test_identity_split_is_a_distributed_sampler():
     for world in (1, 2, 4):
         for step in range(7):

@@ -62,13 +62,13 @@ class PriorBenchConfig:
 
 def _unseen(out: Path, cfg: PriorBenchConfig):
     from perennial.capture.synth import SynthConfig, synthesize
-    from perennial.learn.pretrain import SyntheticPeople, _phenotypes
+    from perennial.learn.pretrain import SyntheticPeople, draw_phenotypes
 
     if (out / "capture.json").is_file():
         from perennial.capture import read_capture
 
         return read_capture(out)
-    phenotype = _phenotypes(1, SyntheticPeople(), seed=9999)[0]  # another seed than any pretraining person's
+    phenotype = draw_phenotypes(1, SyntheticPeople(), seed=9999)[0]  # another seed than any pretraining person's
     sc = SynthConfig(appearance="unseen", seed=9999, motion="mix", phenotype=phenotype, cameras=cfg.cameras,
                      frames=cfg.frames, size=cfg.size)  # fmt: skip
     return synthesize(out, sc, overwrite=True, progress=False)

@@ -37,7 +37,7 @@ from perennial.learn.engine import EngineConfig, TrainResult, generator_state, t
 from perennial.learn.field_terms import Photometric, TrainingRays, TriplaneTV
 from perennial.learn.prior_file import shared_tensors, write_prior
 
-__all__ = ["PretrainConfig", "SyntheticPeople", "pretrain", "synthetic_people"]
+__all__ = ["PretrainConfig", "SyntheticPeople", "draw_phenotypes", "pretrain", "synthetic_people"]
 
 MOTIONS = ("walk", "wave", "squat", "turn", "mix")
 
@@ -102,8 +102,9 @@ class PretrainConfig:
                 raise ConfigError(f"{k} must be an integer >= 1, got {v!r}")
 
 
-def _phenotypes(count: int, cfg: SyntheticPeople, seed: int) -> list[dict[str, float]]:
-    """``count`` phenotypes drawn from Anny's ``SimpleShapeDistribution`` (seeded, ages clipped)."""
+def draw_phenotypes(count: int, cfg: SyntheticPeople, seed: int) -> list[dict[str, float]]:
+    """``count`` phenotypes drawn from Anny's ``SimpleShapeDistribution`` (ages clipped); person ``i``
+    is drawn with the seed ``seed * 1000 + i``, so it is the same person whatever ``count`` is."""
     import types
 
     from anny.shape_distribution import SimpleShapeDistribution
@@ -112,17 +113,21 @@ def _phenotypes(count: int, cfg: SyntheticPeople, seed: int) -> list[dict[str, f
 
     model = types.SimpleNamespace(dtype=torch.float32, device=torch.device("cpu"), phenotype_labels=list(PHENOTYPE_LABELS))
     ages = torch.distributions.Uniform(torch.tensor(cfg.min_age), torch.tensor(cfg.max_age))
+    dist = SimpleShapeDistribution(model, morphological_age_distribution=ages)
+    out = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        _, values = SimpleShapeDistribution(model, morphological_age_distribution=ages).sample(count)
-    return [{k: round(float(values[k][i].clamp(0, 1)), 4) for k in PHENOTYPE_LABELS} for i in range(count)]
+        for i in range(count):
+            torch.manual_seed(seed * 1000 + i)
+            _, values = dist.sample(1)
+            out.append({k: round(float(values[k][0].clamp(0, 1)), 4) for k in PHENOTYPE_LABELS})
+    return out
 
 
 def synthetic_people(root: Path, cfg: SyntheticPeople, seed: int, dist: Dist, progress: bool) -> list[Path]:
     """Render (or reuse) the synthetic captures ``root/person-<i>``; rank r renders every world-th one."""
     from perennial.capture.synth import SynthConfig, synthesize
 
-    phenotypes = _phenotypes(cfg.count, cfg, seed)
+    phenotypes = draw_phenotypes(cfg.count, cfg, seed)
     paths = []
     for i, ph in enumerate(phenotypes):
         name = f"person-{i:03d}"
