@@ -227,18 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    who = "perennial"
+    try:  # Ctrl-C while the commands' modules are still importing is an interrupt too, not a traceback
+        args = build_parser().parse_args(argv)
+        who = f"perennial {args.command}"
         return args.func(args)
     except KeyboardInterrupt:
         print("perennial: interrupted", file=sys.stderr)
         return 130
     except PerennialError as e:
-        print(f"perennial {args.command}: error: {e}", file=sys.stderr)
+        print(f"{who}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. disk full while writing renders or JSON
         where = f"{e.filename}: " if e.filename else ""
-        print(f"perennial {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"{who}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
 
 

@@ -112,7 +112,10 @@ def test_sigint_learn_stops_cleanly(tmp_path, setup):
                           "--steps", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(max(4.0, 0.6 * setup["seconds"]))
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    try:
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()  # never leave a 100,000-step learn running behind a failed test
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert AvatarStore(av).current_number() == 1
 
