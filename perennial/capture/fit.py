@@ -4,20 +4,22 @@ One image per frame (a video): the camera sits at the world origin looking along
 (``R`` maps world x, y, z to camera x, -z, y), so a person facing the camera faces Anny's -Y with
 no root rotation, and its focal length is estimated unless given. Several known cameras per
 frame (a multi-view capture): their own ``K``, ``R``, ``t``. The root's translation and
-orientation move per frame. Two stages, both batched over frames with Adam:
+orientation move per frame. Three stages, each batched over frames with Adam:
 
 1. **Keyframes** (up to ``keyframes`` frames spread over the clip): the phenotype (shared), the
    pose of every bone but fingers, toes and eyes, root translation and the focal length, with
    Anny's full forward (the phenotype changes the skeleton).
 2. **All frames**, the phenotype fixed: each frame starts from its nearest keyframe and fits
    body, fingers and root against everything observed; forward kinematics and skinning of only
-   the vertices the losses read, which makes a frame cost well under a millisecond.
+   the vertices the losses read.
+3. **Face** (:mod:`perennial.capture.fit_face`): facial actions and the neck and head against the
+   face mesh, where faces are large enough to read an expression from.
 
 Losses: confidence-weighted 2D reprojection of the 23 body points and 2 x 21 hand points
 (robust, in units of 1 % of the image diagonal); BlazePose's metric, hip-centred 3D
-landmarks (their directions from the hips); silhouette agreement (body vertices projected
-outside the mask are pulled to its outline, strongly; the outline is pulled to the body,
-weakly, as clothes may stand off it); a pose prior (shrinkage of each bone's rotation, hinge
+landmarks (positions relative to the hips, in camera axes); silhouette agreement (body vertices
+projected outside the mask are pulled in by a distance map of the mask, strongly; the outline is
+pulled to the body, weakly, as clothes may stand off it); an optional known stature; a pose prior (shrinkage of each bone's rotation, hinge
 limits of knees and elbows); and temporal smoothness of the 3D points (videos only).
 """
 
