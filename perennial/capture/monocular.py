@@ -167,13 +167,15 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
     fitted = fitted_masks(template, fit, meta["width"], meta["height"])
     iou = mask_iou(fitted, masks[keep] > 127)
     save_png(out / "overlay.png", overlay_sheet(frames[keep], fitted))
+    exif = intrinsics is not None and not given_K
+    focal_from = "given" if given_K else "fov_deg" if fit_cfg.fov_deg else "exif" if exif else "estimated"
     report = {
         "source": str(src), "frames": int(meta["frames"]), "used": keep.tolist(),
         "dropped": sorted(set(range(meta["frames"])) - set(keep.tolist())), "fps": meta["fps"],
-        "focal_px": float(fit.K[0, 0]),
-        "focal_from": "given" if given_K else ("fov_deg" if fit_cfg.fov_deg else ("exif" if intrinsics is not None
-                                                                                  else "estimated")), "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
-        "reprojection_px_median": fit.residual_px, "face_reprojection_px_median": fit.face_residual_px, "mask_iou": float(iou.mean()),
+        "focal_px": float(fit.K[0, 0]), "focal_from": focal_from,
+        "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist())),
+        "reprojection_px_median": fit.residual_px, "face_reprojection_px_median": fit.face_residual_px,
+        "mask_iou": float(iou.mean()),
         "masks": "detector" if masks_given is None else "dataset",
         "seconds": {"landmarks": t_detect, **fit.timings, "total": time.perf_counter() - t0},
         "config": asdict(cfg), "fit_config": asdict(fit_cfg), "mediapipe": meta.get("mediapipe"),
