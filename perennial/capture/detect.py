@@ -19,6 +19,7 @@ from perennial.progress import progress as progress_bar
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SCRIPT = Path(__file__).with_name("landmarks_mp.py")
+ERROR = "perennial-detector-error: "  # the script's prefix for why it gave up (landmarks_mp.ERROR)
 
 
 def detector_python() -> Path:
@@ -67,6 +68,6 @@ def detect(src: str | Path, out: str | Path, size: int = 512, max_frames: int = 
     proc.wait()
     bar.close()
     if proc.returncode != 0:
-        lines = [x for x in err.strip().splitlines() if x.strip() and not x.startswith(("W0000", "I0000", "WARNING"))]
-        raise PerennialError(lines[-1] if lines else f"{src}: the landmark detector failed (exit {proc.returncode})")
+        why = [x[len(ERROR):] for x in err.splitlines() if x.startswith(ERROR)]  # MediaPipe logs there too
+        raise PerennialError(why[-1] if why else f"{src}: the landmark detector failed (exit {proc.returncode})")
     return out

@@ -35,6 +35,8 @@ import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+ERROR = "perennial-detector-error: "
+"""Prefix of the one line that says why the script gave up (MediaPipe logs to stderr too)."""
 
 
 def frames_of(src: Path, size: int, max_frames: int, stride: int):
@@ -54,13 +56,13 @@ def frames_of(src: Path, size: int, max_frames: int, stride: int):
                 return
             bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if bgr is None:
-                raise SystemExit(f"{p}: not a readable image")
+                raise SystemExit(f"{ERROR}{p}: not a readable image")
             yield (p.name, *fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
             count += 1
         return
     cap = cv2.VideoCapture(str(src))
     if not cap.isOpened():
-        raise SystemExit(f"{src}: not a readable video")
+        raise SystemExit(f"{ERROR}{src}: not a readable video")
     i = 0
     while count < max_frames:
         ok, bgr = cap.read()
@@ -180,7 +182,7 @@ def main() -> int:
         face_pts.append(f), face_score.append(fs), names.append(name)
         print(f"frame {k + 1}", flush=True)
     if not names:
-        raise SystemExit(f"{src}: no frames")
+        raise SystemExit(f"{ERROR}{src}: no frames")
     np.savez_compressed(out / "landmarks.npz", body=np.stack(body), body_world=np.stack(body_world),
                         hands=np.stack(hand), hand_score=np.stack(hand_score), face=np.stack(face_pts),
                         face_score=np.array(face_score, np.float32))
