@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from perennial.capture.fit import (
     observations_from_npz,
 )
 from perennial.capture.masks import mask_iou, resize_masks
+from perennial.capture.readers import temp_dir_near
 from perennial.capture.writer import ViewData, write_capture
 from perennial.errors import ConfigError, PerennialError
 from perennial.naming import check_name
@@ -138,7 +138,7 @@ def capture_from_video(src: str | Path, out: str | Path, config: MonocularConfig
         raise PerennialError(f"{out}: exists and is not empty (use --overwrite to replace it)")
     given_K = intrinsics is not None
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".perennial-capture-", dir=out.parent if out.parent.exists() else None) as tmp:
+    with temp_dir_near(out) as tmp:
         folder = detect(src, Path(tmp) / "det", cfg.size, cfg.max_frames, cfg.stride, progress)
         meta, frames, found = _read_detection(folder)
         t_detect = time.perf_counter() - t0
@@ -198,6 +198,21 @@ def _subset(obs: Observations, keep: np.ndarray) -> Observations:
                         face_score=None if obs.face_score is None else obs.face_score[k])  # fmt: skip
 
 
+def person_over_black(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A capture's image: the frame (H, W, 3) uint8 where the mask (H, W) is set, black elsewhere."""
+    return (frame.astype(np.float32) * (mask[..., None] > 127)).astype(np.uint8)
+
+
+def fitted_body(fit: FitResult) -> tuple[BodyParams, dict]:
+    """A fit's per-frame body parameters and ``body_info`` for :func:`write_capture`."""
+    template = load_template("anny")
+    labels = list(template.facial_action_names)
+    actions = fit.facial_actions if fit.facial_actions is not None else torch.zeros(len(fit.rotvec), len(labels))
+    body = BodyParams(bones=list(template.bone_names), rotvec=fit.rotvec, translation=fit.translation,
+                      facial_actions=actions, facial_action_labels=labels)  # fmt: skip
+    return body, {"template": "anny", "rig": "anny", "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist()))}
+
+
 def _write(out: Path, cfg: MonocularConfig, fit: FitResult, frames: np.ndarray, masks: np.ndarray, meta: dict,
            overwrite: bool) -> Capture:  # fmt: skip
     cam = Camera(K=fit.K, R=fit.R, t=fit.t, width=meta["width"], height=meta["height"])
@@ -205,14 +220,9 @@ def _write(out: Path, cfg: MonocularConfig, fit: FitResult, frames: np.ndarray, 
     views = []
     for f in range(len(frames)):
         split = "test" if cfg.test_every and f % cfg.test_every == cfg.test_every - 1 else "train"
-        person = (frames[f].astype(np.float32) * (masks[f][..., None] > 127)).astype(np.uint8)
-        views.append(ViewData(camera="cam00", frame=f, split=split, image=person, mask=masks[f]))
-    template = load_template("anny")
-    body = BodyParams(bones=list(template.bone_names), rotvec=fit.rotvec, translation=fit.translation,
-                      facial_actions=fit.facial_actions if fit.facial_actions is not None
-                      else torch.zeros(len(frames), len(template.facial_action_names)),
-                      facial_action_labels=list(template.facial_action_names))  # fmt: skip
-    body_info = {"template": "anny", "rig": "anny", "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist()))}
+        views.append(ViewData(camera="cam00", frame=f, split=split, image=person_over_black(frames[f], masks[f]),
+                              mask=masks[f]))  # fmt: skip
+    body, body_info = fitted_body(fit)
     capture = write_capture(out, appearance=cfg.appearance, body_info=body_info, cameras={"cam00": cam},
                             frames=[{"index": f, "time": f * (cfg.stride / fps if meta["video"] else 1.0)}
                                     for f in range(len(frames))],

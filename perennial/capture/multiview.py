@@ -18,15 +18,17 @@ import torch
 
 from perennial.body.anny import load_template
 from perennial.body.rig import PHENOTYPE_LABELS
-from perennial.capture.capture import BodyParams, Capture
+from perennial.capture.capture import Capture
 from perennial.capture.detect import IMAGE_SUFFIXES, detect
 from perennial.capture.fit import FitConfig, FitResult, Observations, fit_body
 from perennial.capture.masks import mask_iou, resize_masks
 from perennial.capture.monocular import (
     MonocularConfig,
     _read_detection,
+    fitted_body,
     fitted_masks,
     overlay_sheet,
+    person_over_black,
     scale_intrinsics,
 )
 from perennial.capture.readers import temp_dir_near, zju_mask, zju_views
@@ -101,15 +103,9 @@ def _write(out: Path, cfg: MonocularConfig, fit: FitResult, cams: dict, rows, n_
     for c, (name, _, frames, masks, _) in enumerate(rows):
         for f in range(n_frames):
             held = c % 4 == 1 or (cfg.test_every and f % cfg.test_every == cfg.test_every - 1)
-            person = (frames[f].astype(np.float32) * (masks[f][..., None] > 127)).astype(np.uint8)
-            views.append(ViewData(camera=name, frame=f, split="test" if held else "train", image=person,
-                                  mask=masks[f]))  # fmt: skip
-    template = load_template("anny")
-    body = BodyParams(bones=list(template.bone_names), rotvec=fit.rotvec, translation=fit.translation,
-                      facial_actions=fit.facial_actions if fit.facial_actions is not None
-                      else torch.zeros(n_frames, len(template.facial_action_names)),
-                      facial_action_labels=list(template.facial_action_names))  # fmt: skip
-    body_info = {"template": "anny", "rig": "anny", "phenotype": dict(zip(PHENOTYPE_LABELS, fit.phenotype.tolist()))}
+            views.append(ViewData(camera=name, frame=f, split="test" if held else "train",
+                                  image=person_over_black(frames[f], masks[f]), mask=masks[f]))  # fmt: skip
+    body, body_info = fitted_body(fit)
     return write_capture(out, appearance=cfg.appearance, body_info=body_info, cameras=cams,
                          frames=[{"index": f, "time": f * cfg.stride / 30.0} for f in range(n_frames)],
                          views_with_arrays=views, body=body, overwrite=overwrite)  # fmt: skip

@@ -89,16 +89,13 @@ def background(size: int, seed: int) -> np.ndarray:
 
 
 def write_video(frames: list[np.ndarray], out: Path, fps: float) -> Path:
-    """An MP4 of the frames (imageio-ffmpeg), or a folder of PNGs where it is not installed."""
-    try:
-        import imageio.v2 as imageio
+    """``out``.mp4 of the frames (:func:`perennial.render.video.write_video`), or a folder of PNGs where
+    imageio-ffmpeg is not installed."""
+    from perennial.render.video import write_video as mp4
 
-        path = out.with_suffix(".mp4")
-        with imageio.get_writer(path, fps=fps, quality=9, macro_block_size=1) as w:
-            for f in frames:
-                w.append_data(f)
-        return path
-    except ImportError:
+    try:
+        return mp4(out.with_suffix(".mp4"), frames, fps=fps)
+    except ValueError:  # no imageio-ffmpeg
         out.mkdir(parents=True, exist_ok=True)
         for k, f in enumerate(frames):
             Image.fromarray(f).save(out / f"{k:06d}.png")
@@ -220,9 +217,11 @@ def run_capture_bench(out: str | Path, cfg: CaptureBenchConfig, progress: bool =
 
 
 def read_views(capture_dir: Path) -> list[tuple[int, Path, Path]]:
-    """(frame, image path, mask path) of every view of a one-camera capture."""
-    doc = json.loads((capture_dir / "capture.json").read_text())
-    return [(v["frame"], capture_dir / v["image"], capture_dir / v["mask"]) for v in doc["views"]]
+    """(frame, image path, mask path) of every view of a capture."""
+    from perennial.capture import read_capture
+
+    cap = read_capture(capture_dir)
+    return [(v.frame, cap.root / v.image, cap.root / v.mask) for v in cap.views]
 
 
 def bench_cli(args) -> dict:
