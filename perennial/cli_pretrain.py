@@ -1,4 +1,4 @@
-"""``perennial pretrain``: a prior for field avatars, trained across identities, in one or more processes."""
+"""``perennial pretrain``: a prior for field or texture avatars, trained across identities, in one or more processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from perennial.config import add_options, options_given, override
 
-OPTIONS = ["steps", "batch", "rays_per_step", "samples", "seed", "lr_final", "checkpoint_every", "synthetic.count",
+OPTIONS = ["method", "steps", "batch", "rays_per_step", "samples", "seed", "lr_final", "checkpoint_every", "synthetic.count",
            "synthetic.cameras", "synthetic.frames", "synthetic.size"]  # fmt: skip
 FLAGS = {"rays_per_step": "--rays", "synthetic.count": "--synthetic", "synthetic.cameras": "--synth-cameras",
          "synthetic.frames": "--synth-frames", "synthetic.size": "--synth-size"}  # fmt: skip
@@ -49,12 +49,15 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
 def add_pretrain_commands(sub) -> None:
     from perennial.learn.pretrain import PretrainConfig
 
-    p = sub.add_parser("pretrain", help="train a prior for field avatars across many identities (torch DDP)",
-                       description="Train the pose corrector and shared MLP of field avatars across many "
-                                   "identities (synthetic people with phenotypes from Anny's shape distribution, "
-                                   "own outfits and motions, rendered into OUT/cache; plus --captures), each with "
-                                   "its own appearance, and write OUT/prior.safetensors + prior.json; "
-                                   "'perennial create AV --capture CAP --prior OUT' starts from it. Distributed: "
+    p = sub.add_parser("pretrain", help="train a prior for field or texture avatars across many identities (torch DDP)",
+                       description="Train the shared parts of an avatar method across many identities "
+                                   "(synthetic people with phenotypes from Anny's shape distribution, own outfits "
+                                   "and motions, rendered into OUT/cache; plus --captures), each with its own "
+                                   "appearance: the pose corrector and shared MLP of field avatars, or the "
+                                   "generator and face encoder of texture avatars (--method texture). Writes "
+                                   "OUT/prior.safetensors + prior.json; 'perennial create AV --capture CAP "
+                                   "[--method texture] --prior OUT' starts from it (--prior default: the one "
+                                   "shipped). Distributed: "
                                    "--nproc N, or 'torchrun --nproc-per-node N -m perennial.cli pretrain ...' "
                                    "(gloo on CPU; several nodes: torchrun's --nnodes/--node-rank/--rdzv-endpoint, "
                                    "not tested).")  # fmt: skip
@@ -62,7 +65,7 @@ def add_pretrain_commands(sub) -> None:
     p.add_argument("--captures", nargs="+", metavar="DIR", help="real or synthetic captures, one identity each")
     add_options(p, PretrainConfig(), OPTIONS, FLAGS)
     p.add_argument("--nproc", type=int, help="processes on this machine (runs torchrun; default: 1)")
-    p.add_argument("--device", default="cpu", help="cpu (default); the field trains on the CPU in this version")
+    p.add_argument("--device", default="cpu", help="cpu (default); pretraining runs on the CPU in this version")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_pretrain, argv=None)

@@ -1,10 +1,12 @@
 """``perennial bench prior``: does a pretrained prior help a new person's avatar, and how fast is pretraining?
 
+For the method of ``--method`` (field, the default, or texture):
+
 1. ``perennial pretrain`` on ``people`` synthetic identities (:func:`perennial.learn.pretrain.pretrain`,
-   one process), rendered into ``OUT/prior/cache``.
+   one process), rendered into ``OUT/prior/cache`` (a prior already there is used as it is).
 2. An unseen person: a phenotype drawn from Anny's shape distribution with another seed, another
    outfit, the ``mix`` motion (walk, wave, squat, turn), held-out cameras and frames.
-3. For each step budget, a field avatar of that person trained from scratch and one from the prior
+3. For each step budget, an avatar of that person trained from scratch and one from the prior
    (``create --prior``; no meta-learning in either), each evaluated on the held-out cameras
    (``novel_view``) and the held-out frames of training cameras (``novel_pose``): PSNR and LPIPS
    (AlexNet), full frame, at most ``max_views`` views.
@@ -33,6 +35,8 @@ __all__ = ["PriorBenchConfig", "bench_cli", "run_prior_bench"]
 class PriorBenchConfig:
     """Size of the prior benchmark."""
 
+    method: str = "field"
+    """The avatar method (``field`` or ``texture``)."""
     people: int = 8
     """Synthetic identities of the prior."""
     people_cameras: int = 6
@@ -48,7 +52,8 @@ class PriorBenchConfig:
     frames: int = 15
     """Frames of the unseen person's capture (every 5th held out on the training cameras)."""
     budgets: tuple[int, ...] = (500, 1500, 6000)
-    """Create steps of each from-scratch and from-prior avatar."""
+    """Create steps of each from-scratch and from-prior avatar (the target: from the prior, 1500 steps reach
+    from-scratch's 6000-step quality)."""
     max_views: int = 24
     """Held-out views evaluated per avatar."""
     throughput_steps: int = 30
@@ -80,10 +85,10 @@ def _fit_and_eval(capture, prior: Path | None, steps: int, cfg: PriorBenchConfig
     from perennial.learn.methods import fit, get_method, preset
 
     template = load_template(capture.body_info["template"])
-    tc = preset("field", "create", steps=steps, prior=None if prior is None else str(prior), **{"meta.iterations": 0})
+    tc = preset(cfg.method, "create", steps=steps, prior=None if prior is None else str(prior), meta=None)
     torch.manual_seed(0)
-    avatar = get_method("field").new(template, capture, tc)
-    result = fit(avatar, capture, tc)
+    avatar = get_method(cfg.method).new(template, capture, tc)
+    result = fit(avatar, capture, tc, method=cfg.method)
     ev = evaluate_avatar(avatar, capture, lpips_nets=("alex",), max_views=cfg.max_views, progress=False,
                          regions=False, temporal=False)  # fmt: skip
     row = {"steps": steps, "seconds": result.seconds, "train_psnr_body": result.train_psnr}
@@ -94,12 +99,12 @@ def _fit_and_eval(capture, prior: Path | None, steps: int, cfg: PriorBenchConfig
     return row
 
 
-def _throughput(prior_dir: Path, people: list[Path], nproc: int, steps: int, out: Path) -> float:
+def _throughput(method: str, people: list[Path], nproc: int, steps: int, out: Path) -> float:
     """Identities per second of ``perennial pretrain --nproc N`` (its own figure in prior.json)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "perennial.cli", "pretrain", str(out), "--captures", *map(str, people),
+    cmd = [sys.executable, "-m", "perennial.cli", "pretrain", str(out), "--method", method, "--captures", *map(str, people),
            "--synthetic", "0", "--steps", str(steps), "--checkpoint-every", "0", "--nproc", str(nproc), "--quiet"]  # fmt: skip
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -117,7 +122,7 @@ def run_prior_bench(out: str | Path, cfg: PriorBenchConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     prior = out / "prior"
-    pc = PretrainConfig(engine=EngineConfig(steps=cfg.pretrain_steps, checkpoint_every=0),
+    pc = PretrainConfig(method=cfg.method, engine=EngineConfig(steps=cfg.pretrain_steps, checkpoint_every=0),
                         synthetic=SyntheticPeople(count=cfg.people, cameras=cfg.people_cameras,
                                                   frames=cfg.people_frames, size=cfg.size))  # fmt: skip
     if not (prior / "prior.json").is_file():
@@ -132,8 +137,8 @@ def run_prior_bench(out: str | Path, cfg: PriorBenchConfig) -> dict:
               f"{curves['scratch'][-1]['novel_pose_psnr']:.2f} dB, prior {curves['prior'][-1]['novel_view_psnr']:.2f} / "
               f"{curves['prior'][-1]['novel_pose_psnr']:.2f} dB (novel view / novel pose)", flush=True)  # fmt: skip
     people = sorted((prior / "cache").iterdir())
-    rates = {n: _throughput(prior, people, n, cfg.throughput_steps, out / f"throughput-{n}") for n in (1, 2)}
-    res = {"config": asdict(cfg), "numeric_path": numeric_path("off"), "cpus": os.cpu_count(),
+    rates = {n: _throughput(cfg.method, people, n, cfg.throughput_steps, out / f"throughput-{n}") for n in (1, 2)}
+    res = {"config": asdict(cfg), "numeric_path": numeric_path("off" if cfg.method == "field" else "auto"), "cpus": os.cpu_count(),
            "pretrain": {"identities": len(prov["identities"]), "steps": prov["steps_run"], "seconds": prov["seconds"],
                         "train_psnr_body": prov["train_psnr_body"]},
            "unseen_phenotype": capture.body_info.get("phenotype"), "curves": curves,
@@ -145,7 +150,7 @@ def run_prior_bench(out: str | Path, cfg: PriorBenchConfig) -> dict:
 
 
 def format_summary(res: dict) -> str:
-    lines = ["| steps | arm | novel view PSNR | novel view LPIPS | novel pose PSNR | novel pose LPIPS | s |",
+    lines = [f"method: {res['config'].get('method', 'field')}; numeric path: {res['numeric_path']}", "","| steps | arm | novel view PSNR | novel view LPIPS | novel pose PSNR | novel pose LPIPS | s |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, rows in res["curves"].items():
         for r in rows:
@@ -169,9 +174,13 @@ def _flat(res: dict) -> dict:
 
 
 def bench_cli(args) -> dict:
-    """``perennial bench prior [--quick] [--out DIR] [--json FILE]``: flat figures (the CLI prints them)."""
+    """``perennial bench prior [--method field|texture] [--quick] [--out DIR] [--json FILE]``: flat figures
+    (the CLI prints them)."""
+    import dataclasses
+
     cfg = PriorBenchConfig.quick() if args.quick else PriorBenchConfig()
-    out = args.out or "out/bench-prior"
+    cfg = dataclasses.replace(cfg, method=getattr(args, "method", None) or "field")
+    out = args.out or f"out/bench-prior-{cfg.method}"
     res = run_prior_bench(out, cfg)
     print(format_summary(res))
     print(f"wrote {out}/prior-bench.json, prior-bench.md")

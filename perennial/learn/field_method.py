@@ -129,8 +129,9 @@ class FieldTrainConfig:
     share_triplane: bool = False
     """The new appearance reads the first appearance's tri-plane (the shared-local ablation)."""
     prior: str | None = None
-    """``create`` only: folder of a pretrained prior (``perennial pretrain``); the pose corrector and the
-    shared MLP start from it and the appearance from its identities' mean (None: from scratch)."""
+    """``create`` only: folder of a pretrained prior (``perennial pretrain``), or ``default`` (the one shipped);
+    the pose corrector and the shared MLP start from it and the appearance from its identities' mean
+    (None: from scratch)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: {"rgb": 1.0, "mask": 0.1, "tv": 1e-3})
     """Weight of each loss; the names must be exactly the losses of the enabled terms."""
 

@@ -1,18 +1,24 @@
-"""``perennial pretrain``: the shared parts of field avatars trained across many identities.
+"""``perennial pretrain``: the shared parts of field or texture avatars trained across many identities.
 
 Large-scale Codec Avatars pre-trains one model on many people and post-trains it on one. Here the
-parts of a field avatar that are not an appearance, the pose corrector and the shared MLP, are
-trained on many identities at once (synthetic people with phenotypes drawn from Anny's shape
-distribution, each in its own outfit and motion, plus any real captures), each identity with an
-appearance of its own (codes and tri-plane) in one :class:`~perennial.avatar.field.model.CanonicalField`.
-Every identity has its own body (a :class:`FieldAvatar` whose corrector and field are the shared
-modules, so only the deformer, i.e. the phenotype, is its own).
+parts of an avatar that are not an appearance are trained on many identities at once (synthetic
+people with phenotypes drawn from Anny's shape distribution, each in its own outfit and motion, plus
+any real captures), each identity with an appearance of its own:
+
+- field avatars (``--method field``): the pose corrector and the shared MLP, with one appearance
+  (codes and tri-plane) per identity in one :class:`~perennial.avatar.field.model.CanonicalField`;
+  every identity has its own body (a :class:`FieldAvatar` whose corrector and field are the shared
+  modules, so only the deformer, i.e. the phenotype, is its own);
+- texture avatars (``--method texture``, :mod:`perennial.learn.pretrain_texture`): the generator
+  (StyleUNet), the face encoder and the dual attention when enabled, with one neural texture and
+  latent per identity; every identity is a :class:`TextureAvatar` of its own body whose networks
+  are the shared modules.
 
 The loop is the training engine's (:func:`perennial.learn.engine.train`). One term,
-:class:`IdentityBatch`, renders ``rays_per_step`` training rays of each identity of this rank's share
-of the step (:func:`perennial.learn.distributed.identities_for`) and returns the mean of their
-losses. Its random draws are a function of (seed, step, identity) only, so the losses of an
-identity are the same on whichever rank it lands; in a distributed run the term goes through
+:class:`IdentityBatch`, computes the losses of each identity of this rank's share of the step
+(:func:`perennial.learn.distributed.identities_for`) and returns their mean. Its random draws are a
+function of (seed, step, identity) only, so the losses of an identity are the same on whichever
+rank it lands; in a distributed run the term goes through
 :class:`~torch.nn.parallel.DistributedDataParallel`, whose backward averages the gradients over
 the ranks, and the engine's Adam step is then the same on every rank and equal to one process's
 with the same global batch. Rank 0 alone writes checkpoints (``OUT/checkpoint``, resumable) and
@@ -23,8 +29,10 @@ from __future__ import annotations
 
 import datetime
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,10 +44,16 @@ from perennial.learn.distributed import Dist, barrier, identities_for
 from perennial.learn.engine import EngineConfig, TrainResult, generator_state, train
 from perennial.learn.field_terms import Photometric, TrainingRays, TriplaneTV
 from perennial.learn.prior_file import shared_tensors, write_prior
+from perennial.learn.texture_method import CropConfig
 
 __all__ = ["PretrainConfig", "SyntheticPeople", "draw_phenotypes", "pretrain", "synthetic_people"]
 
 MOTIONS = ("walk", "wave", "squat", "turn", "mix")
+LR = {"field": {"appearance": 5e-3, "shared": 5e-3, "pose": 0.0}, "texture": {"appearance": 5e-3, "shared": 5e-3}}
+"""Each method's learning rates by parameter group, when ``PretrainConfig.lr`` is not given."""
+WEIGHTS = {"field": {"rgb": 1.0, "mask": 0.1, "tv": 1e-3},
+           "texture": {"l1": 1.0, "rgb": 0.0, "mask": 0.5, "perceptual": 0.2, "face": 0.2, "hands": 0.2}}  # fmt: skip
+"""Each method's loss weights (its ``create`` preset's), when ``PretrainConfig.loss_weights`` is not given."""
 
 
 @dataclass(kw_only=True)
@@ -70,36 +84,55 @@ class SyntheticPeople:
 
 @dataclass(kw_only=True)
 class PretrainConfig:
-    """Pretraining of the shared parts of field avatars across identities."""
+    """Pretraining of the shared parts of field or texture avatars across identities."""
 
+    method: Literal["field", "texture"] = "field"
+    """The avatar method whose shared parts are pretrained."""
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(steps=3000, checkpoint_every=250))
     """Steps, learning-rate decay, checkpoints, seed."""
-    lr: dict[str, float] = field(default_factory=lambda: {"appearance": 5e-3, "shared": 5e-3, "pose": 0.0})
-    """Adam learning rate at the start of each group: ``appearance`` (every identity's codes and
-    tri-plane), ``shared`` (the shared MLP), ``pose`` (the pose corrector). The corrector is frozen
-    (identity) by default: trained at 1e-4 across 8 synthetic people (exact poses) it learned
-    residuals of 1.1 deg per bone on average (3.6 max) that cost an unseen person 2.1-2.8 dB
-    (``bench prior``; see docs/ARCHITECTURE.md)."""
+    lr: dict[str, float] | None = None
+    """Adam learning rate at the start of each group (None: the method's :data:`LR`). Field:
+    ``appearance`` (every identity's codes and tri-plane), ``shared`` (the shared MLP), ``pose`` (the
+    pose corrector). The corrector is frozen (identity) by default: trained at 1e-4 across 8 synthetic
+    people (exact poses) it learned residuals of 1.1 deg per bone on average (3.6 max) that cost an
+    unseen person 2.1-2.8 dB (``bench prior``; see docs/ARCHITECTURE.md). Texture: ``appearance``
+    (every identity's texture and latent), ``shared`` (generator, face encoder, attention)."""
     batch: int = 2
     """Identities per step over all processes (the global batch; a multiple of the process count)."""
     rays_per_step: int = 1024
-    """Training rays per identity and step, drawn from one frame's training views."""
+    """Field: training rays per identity and step, drawn from one frame's training views."""
     samples: int = 16
-    """Jittered samples per ray."""
+    """Field: jittered samples per ray."""
     box_dilation: int = 4
-    """Pixels added around each view's person box when drawing rays."""
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"rgb": 1.0, "mask": 0.1, "tv": 1e-3})
-    """Weight of each loss (``rgb``, ``mask``, ``tv``), each the mean over the step's identities."""
+    """Field: pixels added around each view's person box when drawing rays."""
+    crop: CropConfig = field(default_factory=CropConfig)
+    """Texture: the window of a training view each identity's step sees, and its perceptual terms."""
+    loss_weights: dict[str, float] | None = None
+    """Weight of each loss, each the mean over the step's identities (None: the method's :data:`WEIGHTS`)."""
     synthetic: SyntheticPeople = field(default_factory=SyntheticPeople)
     """The synthetic identities."""
 
     def __post_init__(self) -> None:
-        if set(self.lr) != {"appearance", "shared", "pose"}:
-            raise ConfigError(f"lr must name the groups ['appearance', 'pose', 'shared'], got {sorted(self.lr)}")
+        if self.method not in LR:
+            raise ConfigError(f"method must be one of {sorted(LR)}, got {self.method!r}")
+        if self.lr is not None and set(self.lr) != set(LR[self.method]):
+            raise ConfigError(f"lr must name the groups {sorted(LR[self.method])}, got {sorted(self.lr)}")
+        if self.loss_weights is not None and set(self.loss_weights) != set(WEIGHTS[self.method]):
+            raise ConfigError(f"loss_weights must name {sorted(WEIGHTS[self.method])}, got {sorted(self.loss_weights)}")
         for k in ("batch", "rays_per_step", "samples"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{k} must be an integer >= 1, got {v!r}")
+
+    @property
+    def learning_rates(self) -> dict[str, float]:
+        """``lr``, or the method's defaults."""
+        return dict(self.lr if self.lr is not None else LR[self.method])
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """``loss_weights``, or the method's defaults."""
+        return dict(self.loss_weights if self.loss_weights is not None else WEIGHTS[self.method])
 
 
 def draw_phenotypes(count: int, cfg: SyntheticPeople, seed: int) -> list[dict[str, float]]:
@@ -144,19 +177,37 @@ def synthetic_people(root: Path, cfg: SyntheticPeople, seed: int, dist: Dist, pr
 
 @dataclass
 class Identity:
-    """One person in pretraining: its body (sharing the corrector and field) and its training rays."""
+    """One person in pretraining: where it comes from, its avatar, and its losses at a step.
+
+    ``losses(step, seed)`` draws from the torch generator and from ``generator_state(seed)`` only."""
 
     key: str
     capture: str
     appearance: str
     digest: str
     phenotype: dict
-    photometric: Photometric
-    tv: TriplaneTV
+    losses: Callable[[int, int], dict[str, Tensor]]
+    avatar: nn.Module
+    """The identity's avatar: its own body, the run's shared networks."""
+
+
+@dataclass
+class Pretraining:
+    """What a method contributes to a pretraining run."""
+
+    shared: nn.Module
+    """Every parameter the run learns (shared parts and the identities' appearances)."""
+    people: list[Identity]
+    groups: dict[str, tuple[list, float]]
+    """The engine's parameter groups."""
+    tensors: Callable[[], dict[str, Tensor]]
+    """The prior's tensors (:func:`~perennial.learn.prior_file.shared_tensors`), after training."""
+    config: object
+    """The avatar's shape (``FieldConfig`` or ``TextureConfig``), written into ``prior.json``."""
 
 
 class Shared(nn.Module):
-    """What a pretraining run learns: the pose corrector and the field with one appearance per identity."""
+    """What a field pretraining run learns: the pose corrector and the field with one appearance per identity."""
 
     def __init__(self, corrector: PoseCorrector, field_: CanonicalField) -> None:
         super().__init__()
@@ -180,8 +231,7 @@ class IdentityBatch(nn.Module):
             devices = [torch.device(self.dist.device).index or 0] if self.dist.device.startswith("cuda") else []
             with torch.random.fork_rng(devices=devices):  # the jitter of the samples: same on any rank
                 torch.manual_seed(s)
-                out, _ = person.photometric(step, generator_state(s))
-            out.update(person.tv(step, {})[0])
+                out = person.losses(step, s)
             for k, v in out.items():
                 total[k] = total.get(k, 0) + v / len(ids)
         for k in ("rgb", "mask"):  # no ray hit a body: a zero loss that still reaches every parameter
@@ -194,10 +244,9 @@ class IdentityTerm:
     """The engine's one term: the batch's losses, through DDP when the run has several processes."""
 
     name = "identities"
-    losses = ("rgb", "mask", "tv")
 
-    def __init__(self, batch: IdentityBatch) -> None:
-        self.batch, self.module = batch, None
+    def __init__(self, batch: IdentityBatch, losses: tuple[str, ...]) -> None:
+        self.batch, self.module, self.losses = batch, None, losses
 
     def init_state(self, seed: int) -> dict[str, Tensor]:
         return {}
@@ -210,7 +259,8 @@ class IdentityTerm:
         return self.module(step), state
 
 
-def _people(paths: list[Path], config: PretrainConfig, field_config: FieldConfig, progress: bool):
+def read_people(paths: list[Path]):
+    """The captures of ``paths`` and their (one) body template."""
     from perennial.body.anny import load_template
     from perennial.capture import read_capture
 
@@ -218,7 +268,13 @@ def _people(paths: list[Path], config: PretrainConfig, field_config: FieldConfig
     templates = {c.body_info["template"] for c in captures}
     if len(templates) != 1:
         raise ConfigError(f"every capture must use one body template, got {sorted(templates)}")
-    template = load_template(templates.pop())
+    return captures, load_template(templates.pop())
+
+
+def field_people(paths: list[Path], config: PretrainConfig, progress: bool) -> Pretraining:
+    """Field avatars: one pose corrector and shared MLP, one appearance per identity."""
+    captures, template = read_people(paths)
+    field_config = FieldConfig()
     corrector = PoseCorrector(template.bone_names, width=field_config.pose_width)
     field_ = CanonicalField(field_config, [f"id-{i:04d}" for i in range(len(captures))])
     people = []
@@ -230,15 +286,32 @@ def _people(paths: list[Path], config: PretrainConfig, field_config: FieldConfig
         if len(rays) == 0:
             raise ConfigError(f"{cap.root}: no training view shows the person (every mask is empty)")
         key = f"id-{i:04d}"
-        people.append(Identity(key, str(Path(cap.root).resolve()), cap.appearance, digest, dict(cap.body_info.get("phenotype") or {}),
-                               Photometric(avatar, rays, key, config.rays_per_step, config.samples),
-                               TriplaneTV(avatar, key)))  # fmt: skip
-    return Shared(corrector, field_), people
+        photometric = Photometric(avatar, rays, key, config.rays_per_step, config.samples)
+        tv = TriplaneTV(avatar, key)
+
+        def losses(step: int, seed: int, photometric=photometric, tv=tv) -> dict[str, Tensor]:
+            return {**photometric(step, generator_state(seed))[0], **tv(step, {})[0]}
+
+        people.append(Identity(key, str(Path(cap.root).resolve()), cap.appearance, digest,
+                               dict(cap.body_info.get("phenotype") or {}), losses, avatar))  # fmt: skip
+    shared = Shared(corrector, field_)
+    own = [p for a in field_.appearances.values() for p in a.parameters()]
+    ids = {id(p) for p in own}
+    lr = config.learning_rates
+    groups = {"appearance": (own, lr["appearance"]),
+              "shared": ([p for p in field_.parameters() if id(p) not in ids], lr["shared"]),
+              "pose": (list(corrector.parameters()), lr["pose"])}  # fmt: skip
+
+    def tensors() -> dict[str, Tensor]:
+        return shared_tensors({"corrector": corrector, "field": field_}, list(field_.appearances.values()))
+
+    return Pretraining(shared, people, groups, tensors, field_config)
 
 
 def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig, dist: Dist | None = None,
              resume: bool = False, progress: bool = True) -> tuple[TrainResult, dict]:  # fmt: skip
-    """Pretrain on ``captures`` plus ``config.synthetic.count`` synthetic people; write the prior to ``out``.
+    """Pretrain ``config.method``'s shared parts on ``captures`` plus ``config.synthetic.count`` synthetic
+    people; write the prior to ``out``.
 
     Returns:
         (the engine's result, the provenance written into ``prior.json``).
@@ -252,7 +325,7 @@ def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig
     if (out / "prior.json").exists():
         raise PerennialError(f"{out / 'prior.json'}: a prior exists already; choose another folder")
     if dist.device != "cpu":
-        raise ConfigError(f"--device {dist.device}: field avatars train on the CPU in this version")
+        raise ConfigError(f"--device {dist.device}: pretraining runs on the CPU in this version")
     if config.batch % dist.world:
         raise ConfigError(f"--batch {config.batch} must be a multiple of the number of processes ({dist.world})")
     seed = config.engine.seed
@@ -261,28 +334,30 @@ def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig
         paths += synthetic_people(out / "cache", config.synthetic, seed, dist, progress and dist.writer)
     if not paths:
         raise ConfigError("nothing to pretrain on: give --captures or --synthetic N (N >= 1)")
-    field_config = FieldConfig()
     torch.manual_seed(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
-    shared, people = _people(paths, config, field_config, progress and dist.writer)
-    own = [p for k, a in shared.field.appearances.items() for p in a.parameters()]
-    ids = {id(p) for p in own}
-    groups = {"appearance": (own, config.lr["appearance"]),
-              "shared": ([p for p in shared.field.parameters() if id(p) not in ids], config.lr["shared"]),
-              "pose": (list(shared.corrector.parameters()), config.lr["pose"])}  # fmt: skip
-    term = IdentityTerm(IdentityBatch(shared, people, config.batch, dist, seed))
-    tag = {"action": "pretrain", "identities": [p.digest for p in people], "batch": config.batch, "seed": seed}
+    if config.method == "field":
+        run = field_people(paths, config, progress and dist.writer)
+    else:
+        from perennial.learn.pretrain_texture import texture_people
+
+        run = texture_people(paths, config, progress and dist.writer)
+    people, weights = run.people, config.weights
+    term = IdentityTerm(IdentityBatch(run.shared, people, config.batch, dist, seed), tuple(weights))
+    tag = {"action": "pretrain", "method": config.method, "identities": [p.digest for p in people],
+           "batch": config.batch, "seed": seed}  # fmt: skip
     ckpt = out / "checkpoint"
     out.mkdir(parents=True, exist_ok=True)
-    result = train(shared, groups, [term], config.loss_weights, config.engine, ckpt, tag=tag, resume=resume,
+    result = train(run.shared, run.groups, [term], weights, config.engine, ckpt, tag=tag, resume=resume,
                    progress=progress and dist.writer, desc="pretraining", writer=dist.writer)  # fmt: skip
     samples = result.steps_run * config.batch
     provenance = {
         "identities": [{"key": p.key, "capture": p.capture, "appearance": p.appearance, "sha256": p.digest, "phenotype": p.phenotype}
                        for p in people],  # fmt: skip
-        "steps": config.engine.steps, "steps_run": result.steps_run, "seed": seed, "batch": config.batch,
-        "rays_per_step": config.rays_per_step, "processes": dist.world, "seconds": result.seconds,
+        "method": config.method, "steps": config.engine.steps, "steps_run": result.steps_run, "seed": seed,
+        "batch": config.batch, "processes": dist.world,
+        **({"rays_per_step": config.rays_per_step} if config.method == "field" else {"crop": config.crop.size}), "seconds": result.seconds,
         "samples_per_s": samples / result.seconds if result.seconds > 0 else float("nan"),
-        "train_psnr_body": result.train_psnr, "lr": config.lr,
+        "train_psnr_body": result.train_psnr, "lr": config.learning_rates,
         "synthetic": {"count": config.synthetic.count, "cameras": config.synthetic.cameras,
                       "frames": config.synthetic.frames, "size": config.synthetic.size,
                       "ages": [config.synthetic.min_age, config.synthetic.max_age], "motions": list(MOTIONS)},
@@ -291,7 +366,7 @@ def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig
     }  # fmt: skip
     barrier(dist)  # every rank has read the checkpoint (on --resume) before rank 0 removes it
     if dist.writer:
-        write_prior(out, shared_tensors(shared.corrector, shared.field), field_config, provenance)
+        write_prior(out, run.tensors(), config.method, run.config, provenance)
         shutil.rmtree(ckpt, ignore_errors=True)
     barrier(dist)
     return result, provenance

@@ -104,6 +104,10 @@ class TextureTrainConfig:
     """The temporal discriminator on frame triplets (:mod:`perennial.learn.temporal_gan`; off by default)."""
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     """Retrieval-augmented training of the hand and face maps' inputs (:mod:`perennial.learn.retrieval`)."""
+    prior: str | None = None
+    """``create`` only: folder of a pretrained prior (``perennial pretrain --method texture``), or ``default``
+    (the one shipped); the generator, face encoder (and attention) start from it, the avatar takes its shape,
+    and the appearance starts from its identities' mean texture and latent (None: from scratch)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
     """Weight of each loss; the names must be exactly the losses of the enabled terms."""
 
@@ -171,6 +175,13 @@ class TextureMethod:
     def new(self, template, capture, config: TextureTrainConfig):
         from perennial.avatar.texture.model import TextureAvatar
 
+        if config.prior is not None:  # post-training: the shared networks start from a pretrained prior
+            from perennial.learn.prior_file import apply_prior
+
+            avatar, info = apply_prior(config.prior, template, capture.body_info.get("phenotype"), capture.appearance,
+                                       method="texture", config=config.avatar)  # fmt: skip
+            avatar.pretrained_info = info  # recorded in the version's metrics by finish
+            return avatar
         return TextureAvatar(template, capture.body_info.get("phenotype"), [capture.appearance], config.avatar)
 
     def load(self, store, template=None):
@@ -202,7 +213,9 @@ class TextureMethod:
         return plan(avatar, name, images, teacher, past, config)
 
     def finish(self, avatar, config: TextureTrainConfig, progress: bool) -> dict:
+        info = getattr(avatar, "pretrained_info", None)
+        out = {"pretrained": info} if info else {}
         if config.meta is None or config.meta.iterations == 0:
-            return {}
+            return out
         avatar.prior_info = meta_learn_prior(avatar, self, config.meta, progress)
-        return {"meta": avatar.prior_info}
+        return {**out, "meta": avatar.prior_info}
