@@ -6,12 +6,20 @@ import pytest
 import torch
 
 from perennial.avatar.texture.attention import DualAttention, criss_cross, expanded_vertices
-from perennial.avatar.texture.dual import ClipState
+from perennial.avatar.texture.dual import AttentionMaps, ClipState, interpolation_matrix
 from perennial.avatar.texture.model import STAGES, TextureAvatar, TextureConfig
+from perennial.avatar.texture.raster import crop_camera
 from perennial.errors import ConfigError
 from perennial.render.camera import Camera
 
-SMALL = dict(texture_size=32, texture_channels=8, latent_dim=8, face_channels=4, face_hidden=8, widths=(8, 12, 16))
+SMALL = dict(
+    texture_size=32,
+    texture_channels=8,
+    latent_dim=8,
+    face_channels=4,
+    face_hidden=8,
+    widths=(8, 12, 16),
+)
 
 
 def _dense_reference(q, k, v, slope):
@@ -31,7 +39,10 @@ def _dense_reference(q, k, v, slope):
 
 def test_criss_cross_matches_the_definition_and_gradcheck():
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    q, k = (
+        torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64),
+    )
     v = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64)
     for slope in (0.0, 0.7):
         torch.testing.assert_close(criss_cross(q, k, v, slope), _dense_reference(q, k, v, slope))
@@ -45,11 +56,63 @@ def test_criss_cross_matches_the_definition_and_gradcheck():
 def test_expanded_vertices_move_outwards(template):
     rest = template.rest_state().vertices
     out = expanded_vertices(rest, template.faces, 0.05)
-    torch.testing.assert_close((out - rest).norm(dim=-1), torch.full((len(rest),), 0.05), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        (out - rest).norm(dim=-1), torch.full((len(rest),), 0.05), atol=1e-5, rtol=0
+    )
     torso = template.part_labels == template.part_names.index("torso")
     axis = rest[torso].mean(0)
-    grew = ((out[torso] - axis)[:, :2].norm(dim=-1) > (rest[torso] - axis)[:, :2].norm(dim=-1)).float().mean()
+    grew = (
+        ((out[torso] - axis)[:, :2].norm(dim=-1) > (rest[torso] - axis)[:, :2].norm(dim=-1))
+        .float()
+        .mean()
+    )
     assert grew > 0.9
+
+
+def test_expanded_vertices_sparse_sum_matches_index_add(template):
+    rest = template.rest_state().vertices
+    faces = template.faces
+    tri = rest[faces]
+    fn = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = torch.zeros_like(rest)
+    for i in range(3):
+        n.index_add_(0, faces[:, i], fn)
+    want = rest + 0.03 * n / n.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(expanded_vertices(rest, faces, 0.03), want, atol=1e-6, rtol=0)
+
+
+def test_interpolation_matrix_known_values():
+    m = interpolation_matrix(20, 8)  # cells at pixels 4 and 12 (the third, at 20, is outside)
+    assert m.shape == (20, 2)
+    torch.testing.assert_close(m.sum(1), torch.ones(20))
+    torch.testing.assert_close(m[[0, 4, 8, 10, 12, 19]], torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5],
+                                                                     [0.25, 0.75], [0.0, 1.0], [0.0, 1.0]]))  # fmt: skip
+    assert interpolation_matrix(3, 8).shape == (3, 1) and (interpolation_matrix(3, 8) == 1).all()
+
+
+def test_low_res_cells_are_the_full_res_pixels(template):
+    """The expanded and previous rasters sample the rays of the body map's cells (the same grid)."""
+    rest = template.rest_state()
+    maps = AttentionMaps(
+        rest.vertices, template.faces, template.uvs, template.uv_faces, 4, 0.05, "warp"
+    )
+    cam = Camera.look_at([0.0, -2.6, 0.95], [0.0, 0.0, 0.85], 64, 96, fov_deg=42.0)
+    window = (10, 6, 42, 83)
+    texture = lambda uv, xyz: torch.cat([uv, xyz], 1)  # noqa: E731  (a texture that shows where it is read)
+    centre, half = torch.zeros(3), torch.ones(3)
+    full = maps.surface_map(
+        maps.outer, rest.vertices, crop_camera(cam, window), texture, centre, half
+    )
+    low = maps.surface_map(
+        maps.outer, rest.vertices, maps.low_camera(cam, window), texture, centre, half
+    )
+    cells = maps.body_cells(full)
+    assert cells.shape == low.shape == (6, 21, 10)  # cells at pixels 2, 6, ..., 38 and 2, ..., 82
+    assert (
+        cells[-1] == low[-1]
+    ).float().mean() > 0.97  # coverage (a ray grazing an edge may differ)
+    both = (cells[-1] > 0) & (low[-1] > 0)
+    torch.testing.assert_close(cells[:, both], low[:, both], atol=1e-4, rtol=0)
 
 
 def test_dual_attention_starts_as_identity():
@@ -84,7 +147,9 @@ def test_dual_attention_trains_and_renders_causally(template):
     rows = slice(32, 44)
     band = torch.nn.functional.max_pool2d(mask[:, rows], (1, 9), 1, (0, 4)) > 0
     mask[:, rows][band] = 1.0
-    target[:, rows] = torch.where(band, torch.tensor([0.8, 0.2, 0.1])[:, None, None], target[:, rows])
+    target[:, rows] = torch.where(
+        band, torch.tensor([0.8, 0.2, 0.1])[:, None, None], target[:, rows]
+    )
     opt = torch.optim.Adam([{"params": av.appearances.parameters(), "lr": 3e-2},
                             {"params": [p for n, p in av.named_parameters() if not n.startswith("appearances")],
                              "lr": 1e-2}])  # fmt: skip
@@ -98,9 +163,14 @@ def test_dual_attention_trains_and_renders_causally(template):
         losses.append(loss.item())
         gains.append(av.attention.gain.item())
     assert gains[0] != 0 and abs(gains[-1]) > 0.05, gains[::10]  # the gain moves off 0 ...
-    grads = [p.grad for p in av.attention.spatial.parameters()] + [p.grad for p in av.attention.temporal.parameters()]
+    grads = [p.grad for p in av.attention.spatial.parameters()] + [
+        p.grad for p in av.attention.temporal.parameters()
+    ]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)  # ... and then every part learns
-    assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])  # measured ~0.15
+    assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5, (
+        losses[:5],
+        losses[-5:],
+    )  # measured ~0.15
     # causal clip render: the state of frame t-1 gives frame t exactly as frame t-1's pose does
     first = av.render_image(cam, prev[0], prev[1], "a")
     assert isinstance(first.state, ClipState)

@@ -148,9 +148,10 @@ class TextureAvatar(AppearanceSet, nn.Module):
         self.face = FaceEncoder(c.face_channels, c.face_hidden, c.face_offset_scale)
         self.generator = StyleUNet(c.in_channels, c.latent_dim, c.widths, autocast_mode=c.autocast)
         self.attention = None
-        if c.spatial_attention or c.temporal_attention:
-            self.attention = DualAttention(c.texture_channels + 1, c.attention_channels, c.spatial_attention,
-                                           c.temporal_attention)  # fmt: skip
+        if c.spatial_attention or c.temporal_attention:  # its own random draws: the rest starts as without it
+            with torch.random.fork_rng(devices=[]):
+                self.attention = DualAttention(c.texture_channels + 1, c.attention_channels, c.spatial_attention,
+                                               c.temporal_attention)  # fmt: skip
         self._maps: AttentionMaps | None = None
         self._init_appearances()
         self.prior_info: dict | None = None
@@ -280,14 +281,17 @@ class TextureAvatar(AppearanceSet, nn.Module):
         if face is not None:
             (fx, fy, fw, fh), f = face
             maps[fy : fy + fh, fx : fx + fw, c:] = f.permute(1, 2, 0)
-        maps = maps.permute(2, 0, 1)
         state = None
-        if self.attention is not None:  # its residual joins the texture and coverage channels
+        if self.attention is not None:  # its residual joins the texture and coverage channels, (h, w, C) kept
             k = self.config.texture_channels + 1
             res, state = self.attention_maps()(self.attention, app.texture, cam, (x0, y0, w, h), verts, previous,
-                                               self.center, self.half_extent)  # fmt: skip
-            maps = torch.cat([maps[:k] + res, maps[k:]])
+                                               self.center, self.half_extent, maps[..., :k].permute(2, 0, 1))  # fmt: skip
+            if torch.is_grad_enabled():
+                maps = torch.cat([maps[..., :k] + res, maps[..., k:]], -1)
+            else:  # rendering: in place, no copy of the maps
+                maps[..., :k] += res
             state = state if self.temporal else None
+        maps = maps.permute(2, 0, 1)
         lap("attention")
         rgb, alpha = self.generator(maps[None], app.latent)
         pad = (x0, W - x0 - w, y0, H - y0 - h)
