@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speed: which kind of avatar (default: field); texture prints per-stage times")  # fmt: skip
     b.add_argument("--avatar", help="speed: time this avatar instead of a fresh (untrained) one")
     b.add_argument("--avatars", nargs="+", metavar="LABEL=AVATAR", help="sheet: the avatars to show, labelled")
+    b.add_argument("--variants", nargs="+", metavar="LABEL", help="ood: avatars to train (default: field field+raf texture texture+raf)")
     b.add_argument("--sheet", help="sheet: output PNG")
     b.add_argument("--capture", help="speed, with --avatar: also held-out PSNR and render time at 16/8/6 samples per ray")
     b.add_argument("--bvh", nargs="*", help="motion: BVH/AMC files or folders, e.g. ../shared/data/motion (default: the CMU samples in shared/data/motion/cmu)")

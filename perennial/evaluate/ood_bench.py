@@ -4,18 +4,20 @@ The training capture is narrow: Anny standing and waving (the built-in ``wave``,
 seeded face and finger animation). The test motions are not: walking and squatting (built-in)
 and CMU clips (hop, dance), each rendered by ``synth`` in the same outfit with ground truth.
 For field and texture avatars, trained with and without retrieval-augmented training (RAF,
-:mod:`perennial.learn.retrieval`), it measures:
+:mod:`perennial.learn.retrieval`; ``variants`` picks which), it measures:
 
 - PSNR / LPIPS-alex against ground truth on the training capture's held-out views (in
   distribution) and on the test motions (out of distribution, poses as given);
 - FID / KID (:mod:`perennial.evaluate.fid`) of the out-of-distribution renders against the
   ground-truth renders, with the poses as given and aligned by Motion Distribution Align
-  (:mod:`perennial.motion.align`: alignment changes the pose, so it is compared by distribution);
-- per test motion, independent of the avatar: the distance of the driving poses to the
-  training poses (mean over frames of the nearest training pose's Euclidean distance over the
-  body bones' rotation vectors, radians) before and after alignment; the jerk before and after
-  (m/s^3); the semantic preservation: the correlation over time between aligned and original
-  joint positions (root frame) of the limbs the training set moves;
+  (:mod:`perennial.motion.align`: alignment changes the pose, so it is compared by distribution),
+  at the default alignment margin and at the ``align_margins``;
+- per test motion, independent of the avatar (:mod:`perennial.evaluate.align_figures`): the
+  distance of the driving poses to the training poses (mean over frames of the nearest training
+  pose's Euclidean distance over the body bones' rotation vectors, radians) before and after
+  alignment; the jerk before and after (m/s^3); the semantic preservation: the correlation over
+  time between aligned and original coordinates of the degrees of freedom the training poses
+  cover, and, for comparison, of the root-frame joint positions of the joints they move;
 - the retrieval index: build time and per-query latency of every installed library on the
   bank's whole-body descriptors (and recall against exact search);
 - the pose prior's held-out reconstruction error (from its training record).
@@ -28,14 +30,21 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from perennial.evaluate.align_figures import motion_figures, semantic_preservation
 from perennial.numerics import numeric_path
 
-__all__ = ["OodBenchConfig", "bench_cli", "motion_figures", "run_ood_bench"]
+__all__ = [
+    "OodBenchConfig",
+    "bench_cli",
+    "motion_figures",
+    "run_ood_bench",
+    "semantic_preservation",
+]
 
 
 @dataclass(kw_only=True)
@@ -61,6 +70,20 @@ class OodBenchConfig:
     """The RAF fraction of the ``+raf`` variants."""
     fid: bool = True
     """Compute FID/KID (needs the Inception file; null with the reason otherwise)."""
+    variants: tuple[str, ...] = ("field", "field+raf", "texture", "texture+raf")
+    """Avatars to train and measure: a method of ``steps``, with ``+raf`` for retrieval-augmented training."""
+    align_margins: tuple[float, ...] = (0.15, 0.3, 0.6)
+    """Alignment margins (radians, :class:`~perennial.motion.align.AlignConfig`) measured besides the
+    default one (its figures are the plain ``aligned`` ones; these are ``aligned@margin``)."""
+
+    def __post_init__(self) -> None:
+        from perennial.errors import ConfigError
+
+        for v in self.variants:
+            if v.removesuffix("+raf") not in self.steps:
+                raise ConfigError(
+                    f"variant {v!r}: the method must be one of {', '.join(self.steps)}"
+                )
 
     @classmethod
     def quick(cls) -> OodBenchConfig:
@@ -76,7 +99,9 @@ def _shared_motion() -> Path:
             return d
     from perennial.errors import PerennialError
 
-    raise PerennialError("bench ood: shared/data/motion not found (needed for the CMU test motions)")
+    raise PerennialError(
+        "bench ood: shared/data/motion not found (needed for the CMU test motions)"
+    )
 
 
 def _motion_arg(spec: str, frames: int, work: Path) -> str:
@@ -93,7 +118,9 @@ def _motion_arg(spec: str, frames: int, work: Path) -> str:
 
         t = load_template("anny")
         with torch.no_grad():
-            floor = -float(t(*t.rest_pose(1), phenotype=SynthConfig().phenotype).vertices[0, :, 2].min())
+            floor = -float(
+                t(*t.rest_pose(1), phenotype=SynthConfig().phenotype).vertices[0, :, 2].min()
+            )
         rv, off = procedural_motion(name, 60)
         clip = MotionClip(rv, off + torch.tensor([0.0, 0.0, floor]), 30.0, name)
     else:
@@ -104,47 +131,6 @@ def _motion_arg(spec: str, frames: int, work: Path) -> str:
     return str(path)
 
 
-def _covered(train_joints: torch.Tensor, threshold_m: float = 0.03) -> list[int]:
-    """Joints whose position (root frame) the training poses move by more than ``threshold_m`` (std)."""
-    std = train_joints.std(0).norm(dim=-1)
-    return [int(j) for j in (std > threshold_m).nonzero()[:, 0]]
-
-
-def motion_figures(train: torch.Tensor, test: torch.Tensor, fps: float = 30.0) -> dict[str, float]:
-    """Distance to the training poses, jerk and semantic preservation of one test motion, aligned."""
-    import numpy as np
-    import roma
-
-    from perennial.motion.align import aligner_for, jerk
-    from perennial.motion.prior import PoseFK
-    from perennial.motion.retrieval import PartIndex, descriptor
-
-    aligned = aligner_for(train).align(test)
-    index = PartIndex(descriptor("body", train), "faiss")
-
-    def dist(rv):
-        return float(np.sqrt(index.search(descriptor("body", rv), 1)[0][:, 0].clip(min=0)).mean())
-
-    fk = PoseFK()
-
-    def joints(rv):
-        rv = rv.float().clone()
-        rv[:, 0] = 0
-        with torch.no_grad():
-            return fk(roma.rotvec_to_rotmat(rv))
-
-    cov = _covered(joints(train))
-    a, o = joints(aligned)[:, cov].reshape(test.shape[0], -1), joints(test)[:, cov].reshape(test.shape[0], -1)
-    moving = o.std(0) > 0.01
-    corr = float("nan")
-    if moving.any() and test.shape[0] > 2:
-        a, o = a[:, moving] - a[:, moving].mean(0), o[:, moving] - o[:, moving].mean(0)
-        c = (a * o).sum(0) / (a.norm(dim=0) * o.norm(dim=0)).clamp_min(1e-9)
-        corr = float(c.mean())
-    return {"dist_before": dist(test), "dist_after": dist(aligned), "jerk_before": jerk(test, fps, fk),
-            "jerk_after": jerk(aligned, fps, fk), "correlation": corr, "covered_joints": len(cov)}  # fmt: skip
-
-
 def _images(avatar, capture, appearance, views, rotvecs=None):
     """(N, 3, H, W) renders of views (poses replaced by ``rotvecs[frame row]`` when given) and truths."""
     pred, gt = [], []
@@ -152,7 +138,11 @@ def _images(avatar, capture, appearance, views, rotvecs=None):
         rv, tr, fa = capture.body_params(v.frame)
         if rotvecs is not None:
             rv = rotvecs[capture.frame_row(v.frame)]
-        pred.append(avatar.render_image(capture.cameras[v.camera], rv, tr, appearance, fa).rgb.permute(2, 0, 1))
+        pred.append(
+            avatar.render_image(capture.cameras[v.camera], rv, tr, appearance, fa).rgb.permute(
+                2, 0, 1
+            )
+        )
         gt.append(capture.load_image(v).permute(2, 0, 1))
     return torch.stack(pred).clamp(0, 1), torch.stack(gt)
 
@@ -161,7 +151,10 @@ def _quality(pred, gt) -> dict[str, float]:
     from perennial.evaluate.metrics import lpips, psnr
 
     with torch.no_grad():
-        return {"psnr": float(psnr(pred, gt).mean()), "lpips": float(lpips(pred, gt, "alex").mean())}
+        return {
+            "psnr": float(psnr(pred, gt).mean()),
+            "lpips": float(lpips(pred, gt, "alex").mean()),
+        }
 
 
 def _fid(features, real_f, fake) -> dict:
@@ -171,7 +164,9 @@ def _fid(features, real_f, fake) -> dict:
     return {"fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n_fake"]}
 
 
-def run_ood_bench(out: str | Path, config: OodBenchConfig | None = None, progress: bool = True) -> dict:
+def run_ood_bench(
+    out: str | Path, config: OodBenchConfig | None = None, progress: bool = True
+) -> dict:
     """Run the benchmark into ``out``; returns the result tree (also written as ``ood.json``)."""
     from perennial.body.anny import load_template
     from perennial.capture.synth import SynthConfig, synthesize
@@ -182,7 +177,11 @@ def run_ood_bench(out: str | Path, config: OodBenchConfig | None = None, progres
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    res: dict = {"config": asdict(c), "numeric_path": numeric_path(), "prior": default_prior().info.get("heldout")}
+    res: dict = {
+        "config": asdict(c),
+        "numeric_path": numeric_path(),
+        "prior": default_prior().info.get("heldout"),
+    }
     train = synthesize(out / "train", SynthConfig(appearance="ood", motion="wave", cameras=c.cameras, frames=c.train_frames,
                                                   size=c.size, seed=3), overwrite=True, progress=False)  # fmt: skip
     tests = {}
@@ -191,11 +190,17 @@ def run_ood_bench(out: str | Path, config: OodBenchConfig | None = None, progres
         cfg = SynthConfig(appearance="ood", motion=_motion_arg(spec, c.test_frames, out), cameras=c.test_cameras,
                           frames=c.test_frames, size=c.size, seed=3, test_camera_every=0, test_frame_every=0)  # fmt: skip
         tests[name] = synthesize(out / f"test-{name}", cfg, overwrite=True, progress=False)
-    train_poses = train.body.rotvec[[train.frame_row(f) for f in sorted({v.frame for v in train.views_of("train")})]]
-    res["motions"] = {n: motion_figures(train_poses, cap.body.rotvec) for n, cap in tests.items()}
-    from perennial.motion.align import aligner_for
+    train_poses = train.body.rotvec[
+        [train.frame_row(f) for f in sorted({v.frame for v in train.views_of("train")})]
+    ]
+    from perennial.motion.align import AlignConfig, aligner_for
 
-    aligned = {n: aligner_for(train_poses).align(cap.body.rotvec) for n, cap in tests.items()}
+    margins = {"": AlignConfig()} | {f"@{m:g}": AlignConfig(margin=m) for m in c.align_margins}
+    res["motions"] = {n: motion_figures(train_poses, cap.body.rotvec) for n, cap in tests.items()}
+    res["align_sweep"] = {k: {n: motion_figures(train_poses, cap.body.rotvec, align=a) for n, cap in tests.items()}
+                          for k, a in margins.items() if k}  # fmt: skip
+    aligned = {k: {n: aligner_for(train_poses, config=a).align(cap.body.rotvec) for n, cap in tests.items()}
+               for k, a in margins.items()}  # fmt: skip
     features = real_f = None
     if c.fid:
         try:
@@ -206,35 +211,37 @@ def run_ood_bench(out: str | Path, config: OodBenchConfig | None = None, progres
             res["fid_unavailable"] = f"{type(e).__name__}: {e}"
     template = load_template("anny")
     res["avatars"] = {}
-    for method in c.steps:
-        for raf in (0.0, c.retrieval):
-            label = f"{method}{'+raf' if raf else ''}"
-            m = get_method(method)
-            cfg = preset(m, "create", **{"engine.steps": c.steps[method], "checkpoint_every": 0,
-                                         "retrieval.fraction": raf})  # fmt: skip
-            cfg.meta = None
-            avatar = m.new(template, train, cfg)
-            t1 = time.perf_counter()
-            fit(avatar, train, cfg, method=method, progress=progress)
-            r = {"train_s": time.perf_counter() - t1}
-            r["id"] = _quality(*_images(avatar, train, "ood", train.views_of("test")))
-            preds, gts, preds_al = [], [], []
-            for n, cap in tests.items():
-                p, g = _images(avatar, cap, "ood", cap.views)
-                r[f"ood.{n}"] = _quality(p, g)
-                preds.append(p)
-                gts.append(g)
-                preds_al.append(_images(avatar, cap, "ood", cap.views, aligned[n])[0])
-            p, g = torch.cat(preds), torch.cat(gts)
-            r["ood"] = _quality(p, g)
-            if features is not None:
-                if real_f is None:
-                    real_f = features(g)
-                r["fid_ood"] = _fid(features, real_f, p)
-                r["fid_ood_aligned"] = _fid(features, real_f, torch.cat(preds_al))
-            res["avatars"][label] = r
-            if progress:
-                print(f"{label}: {json.dumps(r)}")
+    for label in c.variants:
+        method = label.removesuffix("+raf")
+        raf = c.retrieval if label.endswith("+raf") else 0.0
+        m = get_method(method)
+        cfg = preset(m, "create", **{"engine.steps": c.steps[method], "checkpoint_every": 0,
+                                     "retrieval.fraction": raf})  # fmt: skip
+        cfg.meta = None
+        avatar = m.new(template, train, cfg)
+        t1 = time.perf_counter()
+        fit(avatar, train, cfg, method=method, progress=progress)
+        r = {"train_s": time.perf_counter() - t1}
+        r["id"] = _quality(*_images(avatar, train, "ood", train.views_of("test")))
+        preds, gts, preds_al = [], [], {k: [] for k in aligned}
+        for n, cap in tests.items():
+            p, g = _images(avatar, cap, "ood", cap.views)
+            r[f"ood.{n}"] = _quality(p, g)
+            preds.append(p)
+            gts.append(g)
+            for k in aligned:
+                preds_al[k].append(_images(avatar, cap, "ood", cap.views, aligned[k][n])[0])
+        p, g = torch.cat(preds), torch.cat(gts)
+        r["ood"] = _quality(p, g)
+        if features is not None:
+            if real_f is None:
+                real_f = features(g)
+            r["fid_ood"] = _fid(features, real_f, p)
+            for k in aligned:
+                r[f"fid_ood_aligned{k}"] = _fid(features, real_f, torch.cat(preds_al[k]))
+        res["avatars"][label] = r
+        if progress:
+            print(f"{label}: {json.dumps(r)}")
     res["retrieval"] = retrieval_figures()
     res["seconds"] = time.perf_counter() - t0
     (out / "ood.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -252,7 +259,11 @@ def retrieval_figures(queries: int = 200) -> dict[str, float]:
     bank = RetrievalBank.load(None, "faiss")
     x = descriptor("body", bank.rotvec)
     q = x[np.linspace(0, len(x) - 1, queries).astype(int)] + 0.01
-    out = {"bank_poses": float(len(x)), "bank_faces": float(bank.facial.shape[0]), "bank_build_ms": bank.build_s * 1000}
+    out = {
+        "bank_poses": float(len(x)),
+        "bank_faces": float(bank.facial.shape[0]),
+        "bank_build_ms": bank.build_s * 1000,
+    }
     return out | measure_backends(x, q)
 
 
@@ -271,38 +282,68 @@ def format_summary(res: dict) -> str:
                      f"{f(r.get('fid_ood_aligned'), 'fid')} | {f(r.get('fid_ood_aligned'), 'kid')} |")  # fmt: skip
     if "fid_unavailable" in res:
         lines.append(f"\nFID/KID null: {res['fid_unavailable']}")
-    lines += ["", "| motion | pose dist before | after (rad) | jerk before | after (m/s^3) | correlation | joints |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for n, m in res["motions"].items():
-        lines.append(f"| {n} | {m['dist_before']:.3f} | {m['dist_after']:.3f} | {m['jerk_before']:.1f} | "
-                     f"{m['jerk_after']:.1f} | {m['correlation']:.3f} | {m['covered_joints']} |")  # fmt: skip
+    sweep = list(res.get("align_sweep", {}))
+    if sweep and res["avatars"]:
+        lines += [
+            "",
+            "aligned FID / KID by alignment margin (radians; the default's are the table's above):",
+            "",
+            "| avatar | " + " | ".join(f"margin {k[1:]}" for k in sweep) + " |",
+            "|---" * (len(sweep) + 1) + "|",
+        ]
+        for label, r in res["avatars"].items():
+            cells = [
+                f"{f(r.get(f'fid_ood_aligned{k}'), 'fid')} / {f(r.get(f'fid_ood_aligned{k}'), 'kid')}"
+                for k in sweep
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")  # fmt: skip
+    lines += ["", "| motion | margin | pose dist before | after (rad) | jerk before | after (m/s^3) | correlation "
+              "(covered DOFs) | body DOFs | root-frame joints (old) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [("default", res["motions"])] + [(k[1:], res["align_sweep"][k]) for k in sweep]
+    for margin, motions in rows:
+        for n, m in motions.items():
+            lines.append(f"| {n} | {margin} | {m['dist_before']:.3f} | {m['dist_after']:.3f} | {m['jerk_before']:.1f} | "
+                         f"{m['jerk_after']:.1f} | {m['correlation']:.3f} ({m['dofs']}) | {m['correlation_body']:.3f} "
+                         f"({m['dofs_body']}) | {m['correlation_joints']:.3f} ({m['covered_joints']}) |")  # fmt: skip
     return "\n".join(lines)
 
 
 def _flat(res: dict) -> dict:
     out: dict = {"numeric_path": res["numeric_path"]}
+    aligned = [
+        "fid_ood",
+        "fid_ood_aligned",
+        *(f"fid_ood_aligned{k}" for k in res.get("align_sweep", {})),
+    ]
     for label, r in res["avatars"].items():
         for k, v in r.items():
             if isinstance(v, dict):
                 out |= {f"{label}.{k}.{kk}": vv for kk, vv in v.items()}
             else:
                 out[f"{label}.{k}"] = v
-        for k in ("fid_ood", "fid_ood_aligned"):
+        for k in aligned:
             if k not in r:
                 out[f"{label}.{k}"] = None
     out |= {f"motion.{n}.{k}": v for n, m in res["motions"].items() for k, v in m.items()}
+    for a, motions in res.get("align_sweep", {}).items():
+        out |= {f"motion{a}.{n}.{k}": v for n, m in motions.items() for k, v in m.items()}
     out |= {f"retrieval.{k}": v for k, v in res["retrieval"].items()}
     if res.get("prior"):
         out |= {f"prior.heldout.{k}": v for k, v in res["prior"].items()}
     if "fid_unavailable" in res:
         out["fid_unavailable"] = res["fid_unavailable"]
     out["seconds"] = res["seconds"]
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()
+    }
 
 
 def bench_cli(args) -> dict:
-    """``perennial bench ood [--quick] [--out DIR] [--json FILE]``: flat figures (the CLI prints them)."""
+    """``perennial bench ood [--quick] [--variants LABEL ...] [--out DIR] [--json FILE]``: flat figures (the
+    CLI prints them)."""
     cfg = OodBenchConfig.quick() if args.quick else OodBenchConfig()
+    if getattr(args, "variants", None):
+        cfg = replace(cfg, variants=tuple(args.variants))
     out = args.out or "out/bench-ood"
     res = run_ood_bench(out, cfg)
     print(format_summary(res))
