@@ -115,6 +115,27 @@ def test_low_res_cells_are_the_full_res_pixels(template):
     torch.testing.assert_close(cells[:, both], low[:, both], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("parts", [(True, True), (True, False), (False, True)])
+def test_batched_parts_match_one_part_after_the_other(parts):
+    torch.manual_seed(0)
+    att = DualAttention(5, 3, *parts)
+    with torch.no_grad():
+        att.gain.fill_(0.8)
+        for b in (att.spatial, att.temporal):
+            if b is not None:
+                b.alpha.uniform_(0.5, 1.5)
+                b.slope_raw.uniform_(-2, 1)
+    body, expanded, previous = (torch.randn(2, 5, 4, 6) for _ in range(3))
+    hwc = lambda x: x.permute(0, 2, 3, 1)  # noqa: E731
+    twin = [
+        b(hwc(body), hwc(m))
+        for b, m in ((att.spatial, expanded), (att.temporal, previous))
+        if b is not None
+    ]
+    want = att.gain * att.fuse(torch.cat(twin, -1).permute(0, 3, 1, 2))
+    torch.testing.assert_close(att(body, expanded, previous), want)
+
+
 def test_dual_attention_starts_as_identity():
     att = DualAttention(5, 4)
     body = torch.randn(1, 5, 6, 7)

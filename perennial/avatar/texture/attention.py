@@ -139,7 +139,10 @@ class _Branch(nn.Module):
         self.passes = passes
 
     def forward(self, body: Tensor, query_map: Tensor) -> Tensor:
-        """(B, h1, w1, C) channels-last maps; the 1x1 convolutions as matrix products."""
+        """(B, h1, w1, C) channels-last maps; the 1x1 convolutions as matrix products.
+
+        :class:`DualAttention` runs both parts batched; this is the one-part twin its test compares with.
+        """
         q = F.linear(query_map, self.query.weight.flatten(1), self.query.bias)
         slope = F.softplus(self.slope_raw)
         f = body
@@ -168,6 +171,7 @@ class DualAttention(nn.Module):
             raise ValueError("DualAttention needs the spatial or the temporal part")
         self.spatial = _Branch(channels, key_channels, passes) if spatial else None
         self.temporal = _Branch(channels, key_channels, passes) if temporal else None
+        self.passes = passes
         # a 3x3 convolution per part, then their sum: one convolution over the parts' concatenation
         self.fuse = nn.Conv2d(channels * (int(spatial) + int(temporal)), channels, 3, padding=1)
         self.gain = nn.Parameter(torch.zeros(()))
@@ -183,14 +187,43 @@ class DualAttention(nn.Module):
             previous: the previous frame's body map (temporal part; default: ``body``, a still frame).
         """
 
-        def hwc(x: Tensor | None) -> Tensor:
-            return body_hwc if x is None else x.permute(0, 2, 3, 1)
+        B, C, H, W = body.shape
+        parts = [
+            (b, m)
+            for b, m in ((self.spatial, expanded), (self.temporal, previous))
+            if b is not None
+        ]
+        n = len(parts)
 
-        body_hwc = body.permute(0, 2, 3, 1)
-        parts = []
-        if self.spatial is not None:
-            parts.append(self.spatial(body_hwc, hwc(expanded)))
-        if self.temporal is not None:
-            parts.append(self.temporal(body_hwc, hwc(previous)))
-        fused = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
-        return self.gain * self.fuse(fused.permute(0, 3, 1, 2))
+        def flat(x: Tensor | None) -> Tensor:  # (1, B h1 w1, C) channels last
+            return (body if x is None else x).permute(0, 2, 3, 1).reshape(1, B * H * W, C)
+
+        def stacked(
+            name: str,
+        ) -> tuple[Tensor, Tensor]:  # the parts' 1x1 convolutions: (n, in, out), (n, 1, out)
+            convs = [getattr(b, name) for b, _ in parts]
+            return torch.stack([c.weight.flatten(1).t() for c in convs]), torch.stack(
+                [c.bias for c in convs]
+            )[:, None]
+
+        def per_part(name: str) -> Tensor:  # (n B, 1, 1, 1)
+            return (
+                torch.stack([getattr(b, name) for b, _ in parts])
+                .repeat_interleave(B)
+                .view(-1, 1, 1, 1)
+            )
+
+        # both parts in one batch (first dimension: part, then image): half the operations of one
+        # part after the other, which is what an attention on 13 x 30 cells costs on a CPU
+        (wq, bq), (wkv, bkv) = stacked("query"), stacked("key_value")
+        ck = wq.shape[-1]
+        q = torch.baddbmm(bq, torch.cat([flat(m) for _, m in parts]), wq).view(n * B, H, W, ck)
+        slope, alpha = F.softplus(per_part("slope_raw")), per_part("alpha")
+        f = flat(None).expand(n, -1, -1).reshape(n * B, H, W, C)
+        for _ in range(self.passes):
+            kv = torch.baddbmm(bkv, f.view(n, B * H * W, C), wkv).view(n * B, H, W, ck + C)
+            k, v = kv.split([ck, C], -1)
+            f = f + alpha * criss_cross_hwc(q, k, v, slope)
+        # fused[b, part * C + c, h, w] = f[part * B + b, h, w, c]
+        fused = f.view(n, B, H, W, C).permute(1, 0, 4, 2, 3).reshape(B, n * C, H, W)
+        return self.gain * self.fuse(fused)
