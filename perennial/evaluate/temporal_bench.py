@@ -168,7 +168,18 @@ def run_temporal_bench(
     t0 = time.perf_counter()
     template = load_template("anny")
     inception = load_inception() if cfg.quality else None
-    res: dict = {"config": asdict(cfg), "numeric_path": numeric_path(), "runs": {}}
+    res: dict = {"config": asdict(cfg), "numeric_path": numeric_path(), "runs": {}, "speed": {}}
+
+    def write() -> None:  # after every figure: an interrupted run keeps what it measured
+        (out / "temporal.json").write_text(json.dumps(res, indent=1) + "\n")
+        (out / "temporal.md").write_text(format_markdown(res))
+
+    if cfg.speed_size:
+        log(f"timing {cfg.speed_size}^2 renders ...")
+        load = os.getloadavg()[0]
+        res["speed"] = _speed(cfg, repeats, template)
+        res["speed_load"] = [load, os.getloadavg()[0]]
+        write()
     for kind in ((("painted",) if cfg.painted else ()) + (cfg.loose,)) * cfg.quality:
         log(f"synthesising the {kind} capture ...")
         cap = synthesize(out / "captures" / kind, SynthConfig(appearance="outfit-t", cameras=cfg.cameras,
@@ -184,22 +195,25 @@ def run_temporal_bench(
             dist = fid_kid_from_features(f_real, inception(_render_test(avatar, cap)))
             row = {"ssim": ev["mean"]["ssim"], "lpips": ev["mean"]["lpips_alex"], "psnr": ev["mean"]["psnr"],
                    "tlpips": ev["temporal"]["tlpips"], "tlpips_pairs": ev["temporal"]["pairs"], **dist,
-                   "train_seconds": result.seconds, "steps": result.steps_run}  # fmt: skip
+                   "train_seconds": result.seconds, "steps": result.steps_run,
+                   "groups": {g: {"lpips": v["lpips_alex"], "psnr": v["psnr"], "count": v["count"]}
+                              for g, v in ev["groups"].items()}}  # fmt: skip
             res["runs"][f"{kind}.{variant}"] = row
+            write()
             log(f"  {kind:8s} {variant:12s} SSIM {row['ssim']:.4f}  LPIPS {row['lpips']:.4f}  tLPIPS "
                 f"{row['tlpips']:.4f} ({row['tlpips_pairs']} pairs)  FID {row['fid']:.1f}  KID {row['kid']:.4f} "
                 f"+- {row['kid_std']:.4f} ({row['n_real']}/{row['n_fake']} images)  PSNR {row['psnr']:.2f}  "
                 f"{result.seconds:.0f} s")  # fmt: skip
-    res["speed"] = {}
-    if cfg.speed_size:
-        log(f"timing {cfg.speed_size}^2 renders ...")
-        load = os.getloadavg()[0]
-        res["speed"] = _speed(cfg, repeats, template)
-        res["speed_load"] = [load, os.getloadavg()[0]]
     res["seconds"] = time.perf_counter() - t0
-    (out / "temporal.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out / "temporal.md").write_text(format_markdown(res))
+    write()
     return res
+
+
+def _by_group(row: dict) -> str:
+    g = row.get("groups", {})
+    return " / ".join(
+        f"{g[k]['lpips']:.4f}" if k in g else "-" for k in ("novel_view", "novel_pose")
+    )
 
 
 def format_markdown(res: dict) -> str:
@@ -207,12 +221,12 @@ def format_markdown(res: dict) -> str:
     lines = [f"numeric path: {res['numeric_path']}; config: {json.dumps(res['config'])}", ""]
     kinds = sorted({k.split(".")[0] for k in res["runs"]}, key=lambda k: k != "painted")
     for kind in kinds:
-        lines += [f"### {kind}", "", "| variant | SSIM | LPIPS | tLPIPS | FID | KID | PSNR | train s |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"### {kind}", "", "| variant | SSIM | LPIPS | tLPIPS | FID | KID | PSNR | LPIPS novel view / pose | train s |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for variant in [v for v in VARIANTS if f"{kind}.{v}" in res["runs"]]:
             r = res["runs"][f"{kind}.{variant}"]
             lines.append(f"| {variant} | {r['ssim']:.4f} | {r['lpips']:.4f} | {r['tlpips']:.4f} | {r['fid']:.1f} | "
-                         f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {r['psnr']:.2f} | {r['train_seconds']:.0f} |")  # fmt: skip
+                         f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {r['psnr']:.2f} | {_by_group(r)} | {r['train_seconds']:.0f} |")  # fmt: skip
         r = next(v for k, v in res["runs"].items() if k.startswith(kind + "."))
         lines += ["", f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and {r['n_fake']} "
                       "rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip

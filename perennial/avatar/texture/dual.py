@@ -180,10 +180,8 @@ class AttentionMaps:
             interpolation_matrix(h, r, body.device),
             interpolation_matrix(w, r, body.device),
         )
-        # out[y, x, c] = sum_i sum_j up_h[y, i] up_w[x, j] res[c, i, j]: channels last, as the generator's maps
-        res = torch.matmul(up_h, res[0].permute(1, 2, 0).reshape(up_h.shape[1], -1)).view(
-            h, -1, res.shape[1]
-        )
-        return torch.matmul(up_w, res), ClipState(
-            vertices.detach(), cells.detach().contiguous(), camera, window
-        )
+        # out[y, x, c] = sum_i up_h[y, i] (sum_j up_w[x, j] res[c, i, j]): two plain matrix products
+        _, C, h1, w1 = res.shape
+        t = torch.mm(up_w, res[0].permute(2, 1, 0).reshape(w1, h1 * C)).view(w, h1, C)
+        res = torch.mm(up_h, t.transpose(0, 1).reshape(h1, w * C)).view(h, w, C)
+        return res, ClipState(vertices.detach(), cells.detach().contiguous(), camera, window)
