@@ -170,3 +170,21 @@ def test_bad_priors_name_the_file_and_field(prior, tmp_path, people):
     av = tmp_path / "av"
     assert main(["create", str(av), "--capture", str(people[0]), "--prior", str(bad), "--steps", "1", "--quiet"]) == 2
     assert not av.exists()
+
+
+def test_the_shipped_field_prior(people, tmp_path, template):
+    """--prior default: the prior in the package (8 synthetic people, docs/bench-prior/full) reads, fits
+    a field avatar, and create records it."""
+    from perennial.capture import read_capture
+    from perennial.learn.create import create_avatar
+    from perennial.learn.methods import preset
+    from perennial.learn.prior_file import DEFAULT_DIR, resolve_prior
+
+    folder = resolve_prior("default", "field")
+    assert folder == DEFAULT_DIR / "prior-field"
+    doc, tensors = read_prior(folder)
+    assert doc["method"] == "field" and len(doc["provenance"]["identities"]) == 8
+    assert (folder / "prior.safetensors").stat().st_size <= 50 * 2**20  # the issue's limit for shipping
+    cfg = preset("field", "create", steps=1, rays_per_step=96, samples=4, prior="default", meta=None)
+    v = create_avatar(tmp_path / "av", read_capture(people[0]), cfg, progress=False, template=template)
+    assert v.metrics["pretrained"]["identities"] == 8 and v.metrics["pretrained"]["path"] == str(folder.resolve())
