@@ -57,7 +57,11 @@ class PriorBenchConfig:
     max_views: int = 24
     """Held-out views evaluated per avatar."""
     throughput_steps: int = 30
-    """Pretraining steps of each throughput run."""
+    """Pretraining steps of each throughput run (0: no throughput runs)."""
+    unseen_seed: int = 9999
+    """Seed of the unseen person's phenotype, outfit and cameras (pretraining people use 0-999 with seed 0)."""
+    unseen_motion: str = "mix"
+    """The unseen person's motion."""
 
     @classmethod
     def quick(cls) -> PriorBenchConfig:
@@ -73,8 +77,9 @@ def _unseen(out: Path, cfg: PriorBenchConfig):
         from perennial.capture import read_capture
 
         return read_capture(out)
-    phenotype = draw_phenotypes(1, SyntheticPeople(), seed=9999)[0]  # another seed than any pretraining person's
-    sc = SynthConfig(appearance="unseen", seed=9999, motion="mix", phenotype=phenotype, cameras=cfg.cameras,
+    phenotype = draw_phenotypes(1, SyntheticPeople(), seed=cfg.unseen_seed)[0]  # not a pretraining person's seed
+    sc = SynthConfig(appearance="unseen", seed=cfg.unseen_seed, motion=cfg.unseen_motion, phenotype=phenotype,
+                     cameras=cfg.cameras,
                      frames=cfg.frames, size=cfg.size)  # fmt: skip
     return synthesize(out, sc, overwrite=True, progress=False)
 
@@ -136,8 +141,9 @@ def run_prior_bench(out: str | Path, cfg: PriorBenchConfig) -> dict:
         print(f"  {steps} steps: scratch {curves['scratch'][-1]['novel_view_psnr']:.2f} / "
               f"{curves['scratch'][-1]['novel_pose_psnr']:.2f} dB, prior {curves['prior'][-1]['novel_view_psnr']:.2f} / "
               f"{curves['prior'][-1]['novel_pose_psnr']:.2f} dB (novel view / novel pose)", flush=True)  # fmt: skip
-    people = sorted((prior / "cache").iterdir())
-    rates = {n: _throughput(cfg.method, people, n, cfg.throughput_steps, out / f"throughput-{n}") for n in (1, 2)}
+    people = sorted((prior / "cache").iterdir()) if cfg.throughput_steps else []
+    rates = {n: _throughput(cfg.method, people, n, cfg.throughput_steps, out / f"throughput-{n}") if people
+             else float("nan") for n in (1, 2)}  # fmt: skip
     res = {"config": asdict(cfg), "numeric_path": numeric_path("off" if cfg.method == "field" else "auto"), "cpus": os.cpu_count(),
            "pretrain": {"identities": len(prov["identities"]), "steps": prov["steps_run"], "seconds": prov["seconds"],
                         "train_psnr_body": prov["train_psnr_body"]},
