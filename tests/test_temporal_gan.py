@@ -11,7 +11,14 @@ from perennial.errors import ConfigError
 from perennial.learn.temporal_gan import TemporalGAN, TemporalGANConfig, TripletPatchGAN, triplets
 from perennial.learn.texture_terms import TrainingImages
 
-SMALL = dict(texture_size=32, texture_channels=8, latent_dim=8, face_channels=4, face_hidden=8, widths=(8, 12, 16))
+SMALL = dict(
+    texture_size=32,
+    texture_channels=8,
+    latent_dim=8,
+    face_channels=4,
+    face_hidden=8,
+    widths=(8, 12, 16),
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +28,9 @@ def setup(template, tmp_path_factory):
                                  test_frame_every=4), progress=False)  # fmt: skip
     pixels, _ = cap.read_split("train")
     torch.manual_seed(0)
-    avatar = TextureAvatar(template, cap.body_info.get("phenotype"), [cap.appearance], TextureConfig(**SMALL))
+    avatar = TextureAvatar(
+        template, cap.body_info.get("phenotype"), [cap.appearance], TextureConfig(**SMALL)
+    )
     return avatar, TrainingImages(cap, pixels, template, avatar.phenotype), cap.appearance
 
 
@@ -58,7 +67,14 @@ def test_discriminator_learns_real_from_fake_and_resumes(setup):
             crop = (max(0, min(cx - 16, 16)), max(0, min(cy - 16, 16)), 32, 32)
             sl = (slice(None), slice(crop[1], crop[1] + 32), slice(crop[0], crop[0] + 32))
             with torch.no_grad():
-                fake = avatar(ims[im].camera, ims[im].rotvec, ims[im].translation, name, ims[im].facial, crop=crop)
+                fake = avatar(
+                    ims[im].camera,
+                    ims[im].rotvec,
+                    ims[im].translation,
+                    name,
+                    ims[im].facial,
+                    crop=crop,
+                )
             real = torch.cat([ims[ip].rgb[sl], ims[im].rgb[sl], ims[inx].rgb[sl]])[None]
             fake = torch.cat([ims[ip].rgb[sl], fake["rgb"], ims[inx].rgb[sl]])[None]
             diffs.append(float(term.score(st, real).mean() - term.score(st, fake).mean()))
@@ -86,10 +102,30 @@ def test_discriminator_learns_real_from_fake_and_resumes(setup):
 def test_ramp_and_off(setup):
     term = _term(setup, ramp_start=4, ramp_steps=4, every=2)
     state = term.init_state(0)
-    losses, state = term(2, state)  # before the ramp: the discriminator learns, the avatar is not pushed
+    losses, state = term(
+        2, state
+    )  # before the ramp: the discriminator learns, the avatar is not pushed
     assert losses == {} and float(state["d_step"]) == 1
     assert term(3, state) == ({}, state)  # not a discriminator step
     assert term.ramp(6) == 0.5 and term.ramp(100) == 1.0
     off = _term(setup, every=0)
     st = off.init_state(0)
     assert set(st) == {"rng"} and off(0, st) == ({}, st)
+
+
+def test_attention_gain_learns_at_its_own_rate(setup, template):
+    """plan() puts the dual attention's gain in its own group at attention_gain_lr x the shared rate."""
+    from perennial.learn.texture_method import CropConfig, TextureTrainConfig, plan
+
+    _, images, name = setup
+    cfg = TextureTrainConfig(crop=CropConfig(perceptual_stages=0), attention_gain_lr=0.25)
+    avatar = TextureAvatar(template, {}, [name], TextureConfig(**SMALL, temporal_attention=True))
+    groups, _ = plan(avatar, name, images, None, None, cfg)
+    params, lr = groups["attention_gain"]
+    assert params == [avatar.attention.gain] and lr == 0.25 * cfg.lr["shared"]
+    assert all(p is not avatar.attention.gain for p in groups["shared"][0])
+    assert (
+        "attention_gain" not in plan(setup[0], name, images, None, None, cfg)[0]
+    )  # no attention: no group
+    with pytest.raises(ConfigError, match="attention_gain_lr"):
+        TextureTrainConfig(attention_gain_lr=-1.0)

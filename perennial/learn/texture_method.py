@@ -110,12 +110,20 @@ class TextureTrainConfig:
     """``create`` only: folder of a pretrained prior (``perennial pretrain --method texture``), or ``default``
     (the one shipped); the generator, face encoder (and attention) start from it, the avatar takes its shape,
     and the appearance starts from its identities' mean texture and latent (None: from scratch)."""
+    attention_gain_lr: float = 0.1
+    """Learning rate of the dual attention's gain as a fraction of the shared group's. Adam moves a
+    parameter by about its rate each step whatever the size of its gradient: at the shared rate the
+    gain, 0 at first, reached 0.03 within 100 steps while the texture was still noise (the residual
+    up to 3/4 of the body map's size), then fell back, and held-out LPIPS ended worse than without
+    attention (0.129-0.143 against 0.122; at 0.1: 0.120; docs/bench-temporal)."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
     """Weight of each loss; the names must be exactly the losses of the enabled terms."""
 
     def __post_init__(self) -> None:
         if set(self.lr) != set(GROUPS):
             raise ConfigError(f"lr must name the groups {list(GROUPS)}, got {sorted(self.lr)}")
+        if not self.attention_gain_lr >= 0:
+            raise ConfigError(f"attention_gain_lr must be >= 0, got {self.attention_gain_lr!r}")
 
 
 def _learn(**kw) -> TextureTrainConfig:
@@ -151,11 +159,14 @@ def plan(avatar, appearance: str, images: TrainingImages, teacher, past: PastVie
          config: TextureTrainConfig) -> tuple[dict, list[Term]]:  # fmt: skip
     """The engine's parameter groups and terms for learning ``appearance`` (already in ``avatar``)."""
     own = list(avatar.appearance(appearance).parameters())
-    own_ids = {id(p) for p in own}
+    gain = [avatar.attention.gain] if getattr(avatar, "attention", None) is not None else []
+    own_ids = {id(p) for p in own + gain}
     groups = {
         "appearance": (own, config.lr["appearance"]),
         "shared": ([p for p in avatar.parameters() if id(p) not in own_ids], config.lr["shared"]),
     }
+    if gain:  # the dual attention's gain, slower than the rest (TextureTrainConfig.attention_gain_lr)
+        groups["attention_gain"] = (gain, config.lr["shared"] * config.attention_gain_lr)
     c = config.crop
     lpips = perceptual_network() if c.perceptual_stages > 0 else None
     terms: list[Term] = [ImageCrops(avatar, images, appearance, c.size, (c.centre_body, c.centre_face, c.centre_hands),
