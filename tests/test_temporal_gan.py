@@ -11,14 +11,7 @@ from perennial.errors import ConfigError
 from perennial.learn.temporal_gan import TemporalGAN, TemporalGANConfig, TripletPatchGAN, triplets
 from perennial.learn.texture_terms import TrainingImages
 
-SMALL = dict(
-    texture_size=32,
-    texture_channels=8,
-    latent_dim=8,
-    face_channels=4,
-    face_hidden=8,
-    widths=(8, 12, 16),
-)
+SMALL = dict(texture_size=32, texture_channels=8, latent_dim=8, face_channels=4, face_hidden=8, widths=(8, 12, 16))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ from perennial.avatar.texture.raster import crop_camera
 from perennial.errors import ConfigError
 from perennial.render.camera import Camera
 
-SMALL = dict(
-    texture_size=32,
-    texture_channels=8,
-    latent_dim=8,
-    face_channels=4,
-    face_hidden=8,
-    widths=(8, 12, 16),
-)
+SMALL = dict(texture_size=32, texture_channels=8, latent_dim=8, face_channels=4, face_hidden=8, widths=(8, 12, 16))  # fmt: skip
 
 
 def _dense_reference(q, k, v, slope):
