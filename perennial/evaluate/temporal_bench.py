@@ -180,7 +180,9 @@ def run_temporal_bench(
         res["speed"] = _speed(cfg, repeats, template)
         res["speed_load"] = [load, os.getloadavg()[0]]
         write()
-    for kind in ((("painted",) if cfg.painted else ()) + (cfg.loose,)) * cfg.quality:
+    for kind in (
+        (cfg.loose,) + (("painted",) if cfg.painted else ())
+    ) * cfg.quality:  # loose first: the point
         log(f"synthesising the {kind} capture ...")
         cap = synthesize(out / "captures" / kind, SynthConfig(appearance="outfit-t", cameras=cfg.cameras,
                          frames=cfg.frames, size=cfg.size, motion="walk", loose="none" if kind == "painted" else kind),
