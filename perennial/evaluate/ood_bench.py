@@ -12,6 +12,9 @@ For field and texture avatars, trained with and without retrieval-augmented trai
   ground-truth renders, with the poses as given and aligned by Motion Distribution Align
   (:mod:`perennial.motion.align`: alignment changes the pose, so it is compared by distribution),
   at the default alignment margin and at the ``align_margins``;
+- with ``aligned_truth``: ground truth of the aligned motions, rendered by ``synth`` like the test
+  motions, and PSNR / LPIPS / FID / KID of the aligned renders against it: how well the avatar
+  renders the poses MDA drives it with (the figure above also counts the pose change itself);
 - per test motion, independent of the avatar (:mod:`perennial.evaluate.align_figures`): the
   distance of the driving poses to the training poses (mean over frames of the nearest training
   pose's Euclidean distance over the body bones' rotation vectors, radians) before and after
@@ -72,6 +75,9 @@ class OodBenchConfig:
     """Compute FID/KID (needs the Inception file; null with the reason otherwise)."""
     variants: tuple[str, ...] = ("field", "field+raf", "texture", "texture+raf")
     """Avatars to train and measure: a method of ``steps``, with ``+raf`` for retrieval-augmented training."""
+    aligned_truth: bool = True
+    """Also render ground truth of the aligned motions (default margin) and measure the aligned renders
+    against it: PSNR / LPIPS and FID / KID, the quality of what the avatar shows when MDA drives it."""
     align_margins: tuple[float, ...] = (0.15, 0.3, 0.6)
     """Alignment margins (radians, :class:`~perennial.motion.align.AlignConfig`) measured besides the
     default one (its figures are the plain ``aligned`` ones; these are ``aligned@margin``)."""
@@ -201,6 +207,18 @@ def run_ood_bench(
                           for k, a in margins.items() if k}  # fmt: skip
     aligned = {k: {n: aligner_for(train_poses, config=a).align(cap.body.rotvec) for n, cap in tests.items()}
                for k, a in margins.items()}  # fmt: skip
+    truths = {}  # ground truth of the aligned (default margin) motions, rendered like the test motions
+    if c.aligned_truth:
+        from perennial.motion.clip import MotionClip
+
+        for n, cap in tests.items():
+            path = MotionClip(aligned[""][n], cap.body.translation, 30.0, f"{n} aligned").save(
+                out / f"{n}-aligned.npz"
+            )
+            cfg = SynthConfig(appearance="ood", motion=str(path), cameras=c.test_cameras, frames=c.test_frames,
+                              size=c.size, seed=3, test_camera_every=0, test_frame_every=0)  # fmt: skip
+            truths[n] = synthesize(out / f"test-{n}-aligned", cfg, overwrite=True, progress=False)
+    real_al = None
     features = real_f = None
     if c.fid:
         try:
@@ -239,6 +257,12 @@ def run_ood_bench(
             r["fid_ood"] = _fid(features, real_f, p)
             for k in aligned:
                 r[f"fid_ood_aligned{k}"] = _fid(features, real_f, torch.cat(preds_al[k]))
+        if truths:
+            pa, ga = zip(*(_images(avatar, acap, "ood", acap.views) for acap in truths.values()))
+            r["aligned"] = _quality(torch.cat(pa), torch.cat(ga))
+            if features is not None:
+                real_al = features(torch.cat(ga)) if real_al is None else real_al
+                r["fid_aligned_truth"] = _fid(features, real_al, torch.cat(pa))
         res["avatars"][label] = r
         if progress:
             print(f"{label}: {json.dumps(r)}")
@@ -282,6 +306,16 @@ def format_summary(res: dict) -> str:
                      f"{f(r.get('fid_ood_aligned'), 'fid')} | {f(r.get('fid_ood_aligned'), 'kid')} |")  # fmt: skip
     if "fid_unavailable" in res:
         lines.append(f"\nFID/KID null: {res['fid_unavailable']}")
+    if any("aligned" in r for r in res["avatars"].values()):
+        lines += ["", "against ground truth of the aligned poses (the test motions' renders, poses aligned at the default "
+                  "margin, rendered by synth): how well the avatar renders what MDA drives it with", "",
+                  "| avatar | OOD PSNR | OOD LPIPS | aligned PSNR | aligned LPIPS | OOD FID / KID | aligned FID / KID |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for label, r in res["avatars"].items():
+            if "aligned" in r:
+                lines.append(f"| {label} | {r['ood']['psnr']:.2f} | {r['ood']['lpips']:.4f} | {r['aligned']['psnr']:.2f} | "
+                             f"{r['aligned']['lpips']:.4f} | {f(r.get('fid_ood'), 'fid')} / {f(r.get('fid_ood'), 'kid')} | "
+                             f"{f(r.get('fid_aligned_truth'), 'fid')} / {f(r.get('fid_aligned_truth'), 'kid')} |")  # fmt: skip
     sweep = list(res.get("align_sweep", {}))
     if sweep and res["avatars"]:
         lines += [
