@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from perennial.avatar.texture.attention import DualAttention, criss_cross, expanded_vertices
-from perennial.avatar.texture.dual import AttentionMaps, ClipState, interpolation_matrix
+from perennial.avatar.texture.dual import AttentionMaps, ClipState, Expander, interpolation_matrix
 from perennial.avatar.texture.model import STAGES, TextureAvatar, TextureConfig
 from perennial.avatar.texture.raster import crop_camera
 from perennial.errors import ConfigError
@@ -72,6 +72,9 @@ def test_expanded_vertices_sparse_sum_matches_index_add(template):
         n.index_add_(0, faces[:, i], fn)
     want = rest + 0.03 * n / n.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(expanded_vertices(rest, faces, 0.03), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        Expander(faces, len(rest))(rest, 0.03), want, atol=1e-6, rtol=0
+    )  # warp kernels
 
 
 def test_interpolation_matrix_known_values():
