@@ -78,12 +78,14 @@ def test_expanded_vertices_sparse_sum_matches_index_add(template):
 
 
 def test_interpolation_matrix_known_values():
-    m = interpolation_matrix(20, 8)  # cells at pixels 4 and 12 (the third, at 20, is outside)
+    m = interpolation_matrix(20, 8, 4)  # cells at pixels 4 and 12 (the third, at 20, is outside)
     assert m.shape == (20, 2)
     torch.testing.assert_close(m.sum(1), torch.ones(20))
-    torch.testing.assert_close(m[[0, 4, 8, 10, 12, 19]], torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5],
-                                                                     [0.25, 0.75], [0.0, 1.0], [0.0, 1.0]]))  # fmt: skip
-    assert interpolation_matrix(3, 8).shape == (3, 1) and (interpolation_matrix(3, 8) == 1).all()
+    want = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.25, 0.75], [0.0, 1.0], [0.0, 1.0]])
+    torch.testing.assert_close(m[[0, 4, 8, 10, 12, 19]], want)
+    assert (
+        interpolation_matrix(3, 8, 2).shape == (3, 1) and (interpolation_matrix(3, 8, 2) == 1).all()
+    )
 
 
 def test_low_res_cells_are_the_full_res_pixels(template):
@@ -102,8 +104,10 @@ def test_low_res_cells_are_the_full_res_pixels(template):
     low = maps.surface_map(
         maps.outer, rest.vertices, maps.low_camera(cam, window), texture, centre, half
     )
-    cells = maps.body_cells(full)
-    assert cells.shape == low.shape == (6, 21, 10)  # cells at pixels 2, 6, ..., 38 and 2, ..., 82
+    cells = maps.body_cells(full, window)
+    assert (
+        cells.shape == low.shape == (6, 21, 11)
+    )  # the image's pixels 2, 6, ...: window pixels 0, 4, ...
     assert (
         cells[-1] == low[-1]
     ).float().mean() > 0.97  # coverage (a ray grazing an edge may differ)
@@ -188,12 +192,21 @@ def test_dual_attention_trains_and_renders_causally(template):
         losses[:5],
         losses[-5:],
     )  # measured ~0.15
-    # causal clip render: the state of frame t-1 gives frame t exactly as frame t-1's pose does
+    # causal clip render: the state of frame t-1 gives frame t exactly as frame t-1's pose does; its
+    # map, made in another window, is moved onto this window's cells instead of rasterised again
     first = av.render_image(cam, prev[0], prev[1], "a")
     assert isinstance(first.state, ClipState)
     by_state = av.render_image(cam, rv, tr, "a", previous=first.state, timings=True)
     by_pose = av.render_image(cam, rv, tr, "a", previous=prev)
+    assert first.state.window != by_state.state.window
+    maps = av.attention_maps()
+    moved = maps.carried(first.state, cam, by_state.state.window)
+    assert moved is not None and moved.abs().sum() > 0
     torch.testing.assert_close(by_state.rgb, by_pose.rgb)
+    other = Camera.look_at([0.3, -2.6, 0.95], [0.0, 0.0, 0.85], 48, 64, fov_deg=42.0)
+    assert (
+        maps.carried(first.state, other, by_state.state.window) is None
+    )  # another camera: rasterised
     assert tuple(by_state.timings) == STAGES and "attention" in STAGES
     # the carried low-res map is reused for the same camera and window, and equals a fresh one
     again = av.render_image(cam, rv, tr, "a", previous=by_state.state)

@@ -1,14 +1,14 @@
 """The maps the dual attention reads, and the state a causal clip render carries.
 
-:class:`AttentionMaps` works on the generator window's grid reduced ``reduction`` (r) times:
-cell ``(i, j)`` is window pixel ``(o_y + r i, o_x + r j)`` with ``o = r // 2`` (the middle of
-each r x r block; ``h1 = (h - o_y - 1) // r + 1`` rows, likewise columns). On that grid:
+:class:`AttentionMaps` works on a grid of cells every ``reduction`` (r) pixels: the cells sit at the
+image's pixels ``(r m + r // 2, r n + r // 2)`` (the middle of each r x r block), and a generator
+window holds those that fall inside it (:func:`_cells`; one grid for every window). On that grid:
 
 - the **body map** is the window's full-resolution texture and coverage channels (already
   computed for the generator) read at the cells' pixels: no raster of its own;
 - the **expanded map** (spatial part) is a raster of the mesh pushed out along its normals with
-  the low-res camera :meth:`AttentionMaps.low_camera`, whose pixel ``(j, i)`` sees the ray of window
-  pixel ``(o_x + r j, o_y + r i)``: the same samples as the body map;
+  the low-res camera :meth:`AttentionMaps.low_camera`, whose pixel ``(j, i)`` sees the ray of the
+  window's cell ``(i, j)``: the same samples as the body map;
 - the **previous map** (temporal part) is the previous frame's body map in this camera and window:
   a low-res raster of the previous frame's vertices, or the map a causal render carried.
 
@@ -18,9 +18,11 @@ pixels, edge cells held outwards) to the window, as two small matrix products.
 Rendering a clip is causal: frame ``t`` needs only frame ``t - 1``'s posed vertices, which the
 caller carries as a :class:`ClipState` (``TextureAvatar.render_image(..., previous=state)``
 returns the next one). The state also keeps frame ``t - 1``'s low-res body map with the camera
-and window it was made for; when frame ``t`` has the same camera and window it is reused
-instead of rasterised (the same samples either way). Without a state (the first frame, or a single
-image) the previous frame is the current one: a still frame.
+and window it was made for; when frame ``t`` has the same camera it is moved onto frame ``t``'s
+cells by whole cells (:meth:`AttentionMaps.carried`; exact: the previous window held every pixel of
+the previous body) instead of rasterised again, so a clip seen by a still camera pays no raster for
+it. Without a state (the first frame, or a single image) the previous frame is the current one: a
+still frame.
 
 Cost at 256^2 (the 104 x 240 window, 13 x 30 cells, 2-core EPYC, minimum of 100): the expanded
 mesh's normals and push 0.3 ms (:class:`Expander`, two warp kernels; three ``index_add`` took 1.9 ms,
@@ -75,19 +77,25 @@ class ClipState:
         return self.body_map if same else None
 
 
-def _cells(n: int, r: int) -> tuple[int, int]:
-    """(offset, count) of the low-res cells along a window side of ``n`` pixels."""
-    o = min(r // 2, n - 1)
-    return o, (n - o - 1) // r + 1
+def _cells(start: int, n: int, r: int) -> tuple[int, int, bool]:
+    """(offset, count, aligned) of the low-res cells along a window side of ``n`` pixels from pixel
+    ``start``: the cells sit at the image's pixels ``r m + r // 2`` (one grid for every window, so a
+    carried map moves to another window by whole cells), the first ``offset`` pixels into the window;
+    a window shorter than that gets one cell at its last pixel, off the grid (``aligned`` False)."""
+    o = (r // 2 - start) % r
+    if o > n - 1:
+        return n - 1, 1, False
+    return o, (n - o - 1) // r + 1, True
 
 
 @functools.lru_cache(maxsize=256)
-def interpolation_matrix(n: int, r: int, device: torch.device = torch.device("cpu")) -> Tensor:
-    """(n, n1) linear interpolation of the ``n1`` cells (at pixels ``o + r i``) to ``n`` pixels.
-
-    Row ``x``: weights of the two cells around pixel ``x``, ``(x - o) / r`` clamped to the cells.
-    """
-    o, n1 = _cells(n, r)
+def interpolation_matrix(
+    n: int, r: int, o: int, device: torch.device = torch.device("cpu")
+) -> Tensor:
+    """(n, n1) linear interpolation of the ``n1`` cells at pixels ``o + r i`` (i < n1, inside ``n``)
+    to ``n`` pixels. Row ``x``: weights of the two cells around pixel ``x``, ``(x - o) / r`` clamped
+    to the cells."""
+    n1 = (n - o - 1) // r + 1
     pos = ((torch.arange(n, dtype=torch.float64) - o) / r).clamp(0, n1 - 1)
     lo = pos.floor().long().clamp(max=max(n1 - 2, 0))
     frac = pos - lo
@@ -173,11 +181,18 @@ class AttentionMaps:
         self.expander = Expander(faces, len(rest_vertices), use_warp=backend == "warp")
         self.reduction, self.expand, self.backend = reduction, expand, backend
 
+    def grid(
+        self, window: tuple[int, int, int, int]
+    ) -> tuple[tuple[int, int, bool], tuple[int, int, bool]]:
+        """:func:`_cells` of the window's columns and rows."""
+        r = self.reduction
+        return _cells(window[0], window[2], r), _cells(window[1], window[3], r)
+
     def low_camera(self, camera: Camera, window: tuple[int, int, int, int]) -> Camera:
         """The camera of the window's cells: its pixel ``(j, i)`` is window pixel ``(o_x + r j, o_y + r i)``."""
         cam = crop_camera(camera, window)
         r = self.reduction
-        (ox, w1), (oy, h1) = _cells(window[2], r), _cells(window[3], r)
+        (ox, w1, _), (oy, h1, _) = self.grid(window)
         K = cam.K.clone()
         K[0] /= r  # u_low = (u - o_x) / r
         K[1] /= r
@@ -185,11 +200,38 @@ class AttentionMaps:
         K[1, 2] -= oy / r
         return Camera(K, cam.R, cam.t, w1, h1)
 
-    def body_cells(self, body: Tensor) -> Tensor:
-        """(C, h1, w1): the full-resolution window map (C, h, w) at the cells' pixels."""
+    def body_cells(self, body: Tensor, window: tuple[int, int, int, int]) -> Tensor:
+        """(C, h1, w1): the window's full-resolution map (C, h, w) at the cells' pixels."""
         r = self.reduction
-        ox, oy = _cells(body.shape[2], r)[0], _cells(body.shape[1], r)[0]
+        (ox, _, _), (oy, _, _) = self.grid(window)
         return body[:, oy::r, ox::r]
+
+    def carried(
+        self, previous: ClipState, camera: Camera, window: tuple[int, int, int, int]
+    ) -> Tensor | None:
+        """The previous frame's map that ``previous`` carries, on this window's cells, or None (then it
+        is rasterised). Exact when the camera is the same: the previous window held every pixel the
+        previous body covered, so the cells outside it are empty, and both windows' cells are on one grid."""
+        if previous.window is None or previous.map_for(camera, previous.window) is None:
+            return None  # no map, or another camera
+        if previous.window == window:
+            return previous.body_map
+        r, now, before = self.reduction, self.grid(window), self.grid(previous.window)
+        if not all(g[2] for g in now + before):
+            return None
+        # global cell index of the first column and row of each window
+        dx, dy = (
+            (a + g[0]) // r - (b + f[0]) // r
+            for a, b, g, f in zip(window[:2], previous.window[:2], now, before)
+        )
+        src = previous.body_map
+        out = src.new_zeros(src.shape[0], now[1][1], now[0][1])
+        # out[:, i, j] = src[:, i + dy, j + dx] where both exist
+        ys = slice(max(0, -dy), min(out.shape[1], src.shape[1] - dy))
+        xs = slice(max(0, -dx), min(out.shape[2], src.shape[2] - dx))
+        if ys.start < ys.stop and xs.start < xs.stop:
+            out[:, ys, xs] = src[:, ys.start + dy : ys.stop + dy, xs.start + dx : xs.stop + dx]
+        return out
 
     def surface_map(self, rasterizer: SurfaceRasterizer, vertices: Tensor, cam: Camera, texture, center: Tensor,
                     half_extent: Tensor, rays: tuple[Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
@@ -209,13 +251,10 @@ class AttentionMaps:
             body: (C + 1, h, w) the window's texture and coverage channels at full resolution.
         """
         low = self.low_camera(camera, window)
-        cells = self.body_cells(body)
-        prev = (
-            previous.map_for(camera, window)
-            if attention.temporal is not None and previous is not None
-            else None
-        )
-        need_prev = attention.temporal is not None and previous is not None and prev is None
+        cells = self.body_cells(body, window)
+        temporal = attention.temporal is not None and previous is not None
+        prev = self.carried(previous, camera, window) if temporal else None
+        need_prev = temporal and prev is None
         expanded = rays = None
         if attention.spatial is not None or need_prev:
             rays = low.to(vertices.device).rays()  # one set of rays for both rasters
@@ -232,9 +271,10 @@ class AttentionMaps:
             None if prev is None else prev[None],
         )
         (h, w), r = body.shape[1:], self.reduction
+        (ox, _, _), (oy, _, _) = self.grid(window)
         up_h, up_w = (
-            interpolation_matrix(h, r, body.device),
-            interpolation_matrix(w, r, body.device),
+            interpolation_matrix(h, r, oy, body.device),
+            interpolation_matrix(w, r, ox, body.device),
         )
         # out[y, x, c] = sum_i up_h[y, i] (sum_j up_w[x, j] res[c, i, j]): two plain matrix products
         _, C, h1, w1 = res.shape
