@@ -116,7 +116,8 @@ def _speed(cfg: TemporalBenchConfig, repeats: int, template) -> dict:
     """Median ms per variant of untrained avatars, frames interleaved across the variants (this
     machine is shared: their ratios are measured under the same load). The frame of
     :func:`~perennial.evaluate.bench_texture.bench_frame`; an avatar with temporal attention gets the
-    walk's previous frame as a :class:`ClipState` without its map (rasterised, as for a moving camera)."""
+    walk's previous frame as a :class:`ClipState` without its map (rasterised, as for a moving camera),
+    and, as ``... (still camera)``, the state of that frame rendered in the same camera (its map moved)."""
     import statistics
 
     from perennial.avatar.texture.dual import ClipState
@@ -134,19 +135,26 @@ def _speed(cfg: TemporalBenchConfig, repeats: int, template) -> dict:
                                          temporal_attention=temporal)).eval()  # fmt: skip
     prv, ptr = bench_frame(size, frame=7)[1:]
     pverts = avatars["full"].pose(prv, ptr, fa)[0]
-    runs: dict[str, list[dict]] = {v: [] for v in avatars}
+    # the temporal variants twice: as the next frame of a moving camera (the previous map rasterised)
+    # and of a still camera (the state of the previous frame rendered in this camera: its map moved)
+    cases = {v: (av, ClipState(pverts) if av.temporal else None) for v, av in avatars.items()}
+    for v in ("full", "no_spatial"):
+        cases[f"{v} (still camera)"] = (
+            avatars[v],
+            avatars[v].render_image(cam, prv, ptr, "a", fa).state,
+        )
+    runs: dict[str, list[dict]] = {v: [] for v in cases}
     for i in range(repeats + 1):  # the first round warms up
-        for variant, av in avatars.items():
+        for variant, (av, previous) in cases.items():
             t0 = time.perf_counter()
-            out = av.render_image(cam, rv, tr, "a", fa, timings=True,
-                                  previous=ClipState(pverts) if av.temporal else None)  # fmt: skip
+            out = av.render_image(cam, rv, tr, "a", fa, timings=True, previous=previous)
             out.timings["frame"] = (time.perf_counter() - t0) * 1000.0
             if i:
                 runs[variant].append(out.timings)
     res = {}
     for variant, ts in runs.items():
         med = {s: statistics.median(t[s] for t in ts) for s in ("frame", *STAGES)}
-        res[variant] = {"path": numeric_path(avatars[variant].config.autocast), "ms": med["frame"],
+        res[variant] = {"path": numeric_path(cases[variant][0].config.autocast), "ms": med["frame"],
                         "fps": 1000.0 / med["frame"], "attention_ms": med["attention"],
                         "generator_ms": med["generator"], "raster_ms": med["raster"],
                         "min_ms": min(t["frame"] for t in ts)}  # fmt: skip
