@@ -138,3 +138,21 @@ def test_two_gloo_ranks_equal_one_process(people, tmp_path, monkeypatch, autocas
     assert sorted(a) == sorted(b)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_the_shipped_texture_prior(people, tmp_path, template):
+    """--prior default for texture avatars: the prior in the package (docs/bench-prior/texture) reads and
+    fits a texture avatar of another body."""
+    from perennial.capture import read_capture
+    from perennial.learn.methods import get_method, preset
+    from perennial.learn.prior_file import DEFAULT_DIR, resolve_prior
+
+    folder = resolve_prior("default", "texture")
+    assert folder == DEFAULT_DIR / "prior-texture"
+    doc, tensors = read_prior(folder)
+    assert doc["method"] == "texture" and len(doc["provenance"]["identities"]) == 8
+    assert (folder / "prior.safetensors").stat().st_size <= 50 * 2**20  # the issue's limit for shipping
+    cfg = preset("texture", "create", steps=1, prior="default", meta=None)
+    avatar = get_method("texture").new(template, read_capture(people[1]), cfg)
+    assert torch.equal(avatar.generator.state_dict()["head.weight"], tensors["generator.head.weight"])
+    assert avatar.pretrained_info["identities"] == 8
