@@ -101,3 +101,35 @@ def test_semantic_preservation_known_values_and_errors():
         train_aligner(default_prior(), wave[:1])
     with pytest.raises(PerennialError):
         train_aligner(default_prior(), wave).align(wave[0])
+
+
+def test_bench_ood_tables_and_flat_figures():
+    from perennial.evaluate.ood_bench import OodBenchConfig, _flat, format_summary, motion_figures
+    from perennial.motion.align import AlignConfig
+
+    wave, walk = _wave_and_walk()
+    c = OodBenchConfig(variants=("texture",), align_margins=(0.3,))
+    fid = {"fid": 50.0, "kid": 0.03, "kid_std": 0.002, "n": 8}
+    q = {"psnr": 30.0, "lpips": 0.05}
+    avatar = {
+        "train_s": 1.0,
+        "id": q,
+        "ood": q,
+        "aligned": q,
+        "fid_ood": fid,
+        "fid_ood_aligned": fid,
+    }
+    res = {"config": {"aligned_truth": True}, "numeric_path": "cpu", "avatars": {"texture": avatar},
+           "motions": {"walk": motion_figures(wave, walk)}, "retrieval": {}, "seconds": 1.0, "prior": None,
+           "align_sweep": {"@0.3": {"walk": motion_figures(wave, walk, align=AlignConfig(margin=0.3))}}}  # fmt: skip
+    text = format_summary(res)
+    assert "| walk | default |" in text and "| walk | 0.3 |" in text and "aligned PSNR" in text
+    flat = _flat(res)
+    assert flat["texture.fid_aligned_truth"] is None and flat["texture.fid_ood_aligned@0.3"] is None
+    assert flat["motion.walk.dist_after"] < 0.5 * flat["motion.walk.dist_before"]
+    assert (
+        flat["motion@0.3.walk.dist_after"] > flat["motion.walk.dist_after"]
+    )  # a margin keeps more motion
+    with pytest.raises(Exception, match="variant"):
+        OodBenchConfig(variants=("mesh",))
+    assert c.variants == ("texture",)

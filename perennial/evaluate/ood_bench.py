@@ -349,6 +349,7 @@ def _flat(res: dict) -> dict:
         "fid_ood_aligned",
         *(f"fid_ood_aligned{k}" for k in res.get("align_sweep", {})),
     ]
+    aligned += ["fid_aligned_truth"] if res["config"].get("aligned_truth") else []
     for label, r in res["avatars"].items():
         for k, v in r.items():
             if isinstance(v, dict):
