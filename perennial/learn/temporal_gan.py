@@ -54,9 +54,17 @@ class TemporalGANConfig:
     """Steps over which its weight rises linearly to the full loss weight."""
 
     def __post_init__(self) -> None:
-        for k, lo in (("every", 0), ("crop", 16), ("channels", 1), ("ramp_start", 0), ("ramp_steps", 1)):
+        for k, lo in (
+            ("every", 0),
+            ("crop", 16),
+            ("channels", 1),
+            ("ramp_start", 0),
+            ("ramp_steps", 1),
+        ):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < lo:
-                raise ConfigError(f"temporal_gan.{k} must be an integer >= {lo}, got {getattr(self, k)!r}")
+                raise ConfigError(
+                    f"temporal_gan.{k} must be an integer >= {lo}, got {getattr(self, k)!r}"
+                )
         if not self.lr > 0:
             raise ConfigError(f"temporal_gan.lr must be > 0, got {self.lr!r}")
 
@@ -106,7 +114,9 @@ class TemporalGAN:
     losses = ("temporal_gan",)
     name = "temporal_gan"
 
-    def __init__(self, avatar, images: TrainingImages, appearance: str, config: TemporalGANConfig) -> None:
+    def __init__(
+        self, avatar, images: TrainingImages, appearance: str, config: TemporalGANConfig
+    ) -> None:
         self.avatar, self.images, self.appearance, self.config = avatar, images, appearance, config
         self.triplets = triplets(images) if config.every else []
         self.disc = TripletPatchGAN(config.channels)
@@ -164,10 +174,14 @@ class TemporalGAN:
         mid = ims[im_]
         x0, y0, x1, y1 = self.images.body_boxes[im_]
         cam = mid.camera
-        x0, y0, w, h = window(((x0 + x1) / 2, (y0 + y1) / 2), self.config.crop, cam.width, cam.height, g, jitter=0.25)
+        x0, y0, w, h = window(
+            ((x0 + x1) / 2, (y0 + y1) / 2), self.config.crop, cam.width, cam.height, g, jitter=0.25
+        )
         previous = mid.previous if getattr(self.avatar, "temporal", False) else None
         ramp = self.ramp(step)
-        with torch.set_grad_enabled(ramp > 0 and torch.is_grad_enabled()):  # before the ramp: D learns alone
+        with torch.set_grad_enabled(
+            ramp > 0 and torch.is_grad_enabled()
+        ):  # before the ramp: D learns alone
             out = self.avatar(cam, mid.rotvec, mid.translation, self.appearance, mid.facial, crop=(x0, y0, w, h),
                               previous=previous)  # fmt: skip
         crop = (slice(None), slice(y0, y0 + h), slice(x0, x0 + w))
