@@ -1,8 +1,9 @@
 """Driving an avatar with a motion: the library's render path, with optional Motion Distribution Align.
 
 ``perennial render --motion CLIP [--align]`` is :func:`render_motion`; with ``align`` the
-clip's body poses are first moved into the avatar's training poses by the avatar-specific
-decoder of :mod:`perennial.motion.align` (trained on first use, a few seconds, then cached).
+clip's body poses are first moved into the range of the avatar's training poses by
+:mod:`perennial.motion.align` (by default a per-bone projection, instant; with its optional
+learned decoder, trained on first use and cached).
 """
 
 from __future__ import annotations
