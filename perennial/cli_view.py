@@ -14,7 +14,7 @@ import threading
 from perennial.config import add_options, options_given, override
 from perennial.errors import PerennialError
 
-VIEW_OPTIONS = ["host", "port", "size", "fps", "max_upload_mb", "jpeg_quality", "autoplay"]
+VIEW_OPTIONS = ["host", "port", "size", "fps", "max_upload_mb", "jpeg_quality", "autoplay", "align"]
 
 
 def exposure_warning(host: str) -> str | None:

@@ -358,6 +358,23 @@ def _play_pause_scrub(page, session, ws_frames: list, figures: dict) -> None:
     _changed(page, before)
 
 
+def _align(page, session, poses: dict) -> None:
+    """The page's MDA checkbox: the tab then renders the clip's poses aligned to the training poses."""
+    from perennial.avatar.drive import align_poses
+
+    clip, frames = session.clip, session.stats.frames
+    aligned = align_poses(poses, clip.rotvec)
+    assert not torch.equal(aligned, clip.rotvec)  # the clip leaves the 4 training poses' range
+    box = page.get_by_label("Align to training poses")
+    box.check()
+    _wait(lambda: session.align, 10, "alignment on")
+    _wait(lambda: session.stats.frames > frames, 30, "a frame rendered aligned")
+    assert torch.equal(session.pose_at(clip, 0)[0], aligned[0])
+    box.uncheck()
+    _wait(lambda: not session.align, 10, "alignment off")
+    assert torch.equal(session.pose_at(clip, 0)[0], clip.rotvec[0])
+
+
 def _uploads(page, session, config: ViewerConfig, tmp_path: Path) -> None:
     upload = page.locator("input[type=file]")
     big = tmp_path / "big.bvh"
@@ -422,6 +439,7 @@ def test_viewer_in_browser(avatar_dir, template, tmp_path):
             _wait(lambda: len(viewer.sessions) == 1, 30, "the second tab's session to end")
 
             _play_pause_scrub(page, session, ws_frames, figures)
+            _align(page, session, poses)
             _uploads(page, session, config, tmp_path)
             assert viewer.server.get_port() == config.port  # still serving
             page.screenshot(path=str(tmp_path / "viewer-uploads.png"))

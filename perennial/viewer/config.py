@@ -42,6 +42,8 @@ class ViewerConfig:
     """JPEG quality of the frames sent to the browser, 1-100."""
     autoplay: bool = True
     """Start playing the motion when a tab connects (off: paused on its first frame)."""
+    align: bool = False
+    """Start with Motion Distribution Align on (each bone kept within its training range; a checkbox in the page)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 1 <= self.port <= 65535:

@@ -48,7 +48,8 @@ class Viewer:
         base = standing_root(poses)
         first = poses.get(avatar.appearance_names[0]) if avatar.appearance_names else None
         motions = MotionLibrary(base, c.fps, first, motion)
-        self.shared = Shared(avatar=avatar, lock=threading.Lock(), motions=motions, config=c, title=title)
+        self.shared = Shared(avatar=avatar, lock=threading.Lock(), motions=motions, config=c, title=title,
+                             poses={k: v for k, v in poses.items() if "rotvec" in v})  # fmt: skip
         self.sessions: dict[int, TabSession] = {}
         self._sessions_lock = threading.Lock()
         self.server = viser.ViserServer(host=c.host, port=c.port, label="perennial", verbose=False)

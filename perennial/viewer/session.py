@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,6 +49,8 @@ class Shared:
     motions: MotionLibrary
     config: ViewerConfig
     title: str
+    poses: dict = field(default_factory=dict)
+    """The avatar's training poses per appearance (what Motion Distribution Align aligns to)."""
 
 
 class TabSession:
@@ -61,6 +63,8 @@ class TabSession:
         self.appearance = shared.avatar.appearance_names[0]
         self.size = c.size
         self.follow = True
+        self.align = c.align and bool(shared.poses)
+        self._aligned: dict[int, torch.Tensor] = {}  # id(clip) -> its aligned poses
         self._uploads: dict[str, MotionClip] = {}
         self.motion_name, self.clip, problem = self._first_motion()
         self.playing = c.autoplay and self.clip.num_frames > 1
@@ -105,6 +109,10 @@ class TabSession:
             self.frame_sl.on_update(self._on_scrub)
             self.follow_cb = gui.add_checkbox("Keep in place", self.follow, hint="pin the body's horizontal position")
             self.follow_cb.on_update(self._on_follow)
+            self.align_cb = gui.add_checkbox("Align to training poses", self.align, disabled=not sh.poses,
+                                             hint="Motion Distribution Align: each bone kept within the range "
+                                                  "the avatar was trained with (root and path unchanged)")  # fmt: skip
+            self.align_cb.on_update(self._on_align)
             mb = sh.config.max_upload_mb
             self.upload_btn = gui.add_upload_button(f"Upload BVH (max {mb:g} MB)", mime_type=".bvh")
             self.upload_btn.on_upload(self._on_upload)
@@ -165,6 +173,25 @@ class TabSession:
     def _on_follow(self, event) -> None:
         self.follow = bool(event.target.value)
         self.worker.changed()
+
+    def _on_align(self, event) -> None:
+        self.align = bool(event.target.value) and bool(self.shared.poses)
+        self.worker.changed()
+
+    def pose_at(self, clip: MotionClip, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rotvec (J, 3), translation (3,)) of ``clip`` at ``frame`` as this tab shows it: aligned to the
+        training poses when the tab asks for it, pinned in place when it follows."""
+        rotvec = clip.rotvec
+        if self.align:
+            if id(clip) not in self._aligned:  # clips are kept by the library and the tab: ids stay theirs
+                from perennial.avatar.drive import align_poses
+
+                self._aligned[id(clip)] = align_poses(self.shared.poses, clip.rotvec)
+            rotvec = self._aligned[id(clip)]
+        translation = clip.translation[frame].clone()
+        if self.follow:
+            translation[:2] = self.shared.motions.base[:2]
+        return rotvec[frame], translation
 
     def _on_size(self, event) -> None:
         self.size = int(event.target.value)
@@ -247,10 +274,8 @@ class TabSession:
             f = int(self._frame_now())
             clip = self.clip
             face = None if self.face is None else self.face.clone()
-        translation = clip.translation[f].clone()
-        if self.follow:
-            translation[:2] = self.shared.motions.base[:2]
-        return RenderJob(camera, clip.rotvec[f], translation, self.appearance, face, moved_at)
+        rotvec, translation = self.pose_at(clip, f)
+        return RenderJob(camera, rotvec, translation, self.appearance, face, moved_at)
 
     def _deliver(self, job: RenderJob, rgb: np.ndarray, timings: dict[str, float]) -> None:
         t0 = time.perf_counter()
