@@ -48,7 +48,7 @@ def test_identities_share_the_networks_and_pretraining_learns(people):
 
     cfg = _config(40)
     torch.manual_seed(0)
-    run = texture_people(people, cfg, progress=False)
+    run = texture_people(people, cfg.crop, cfg.learning_rates, progress=False)
     a, b = (p.avatar for p in run.people)
     assert a.generator is b.generator and a.face is b.face  # one set of networks ...
     assert a.phenotype != b.phenotype and not torch.equal(

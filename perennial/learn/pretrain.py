@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,6 +42,7 @@ from perennial.errors import ConfigError, PerennialError
 from perennial.learn.distributed import Dist, barrier, identities_for
 from perennial.learn.engine import EngineConfig, TrainResult, generator_state, train
 from perennial.learn.field_terms import Photometric, TrainingRays, TriplaneTV
+from perennial.learn.identities import Identity, Pretraining, read_people
 from perennial.learn.prior_file import shared_tensors, write_prior
 from perennial.learn.texture_method import CropConfig
 
@@ -175,37 +175,6 @@ def synthetic_people(root: Path, cfg: SyntheticPeople, seed: int, dist: Dist, pr
     return paths
 
 
-@dataclass
-class Identity:
-    """One person in pretraining: where it comes from, its avatar, and its losses at a step.
-
-    ``losses(step, seed)`` draws from the torch generator and from ``generator_state(seed)`` only."""
-
-    key: str
-    capture: str
-    appearance: str
-    digest: str
-    phenotype: dict
-    losses: Callable[[int, int], dict[str, Tensor]]
-    avatar: nn.Module
-    """The identity's avatar: its own body, the run's shared networks."""
-
-
-@dataclass
-class Pretraining:
-    """What a method contributes to a pretraining run."""
-
-    shared: nn.Module
-    """Every parameter the run learns (shared parts and the identities' appearances)."""
-    people: list[Identity]
-    groups: dict[str, tuple[list, float]]
-    """The engine's parameter groups."""
-    tensors: Callable[[], dict[str, Tensor]]
-    """The prior's tensors (:func:`~perennial.learn.prior_file.shared_tensors`), after training."""
-    config: object
-    """The avatar's shape (``FieldConfig`` or ``TextureConfig``), written into ``prior.json``."""
-
-
 class Shared(nn.Module):
     """What a field pretraining run learns: the pose corrector and the field with one appearance per identity."""
 
@@ -257,18 +226,6 @@ class IdentityTerm:
             if self.batch.dist.distributed:
                 self.module = nn.parallel.DistributedDataParallel(self.batch, find_unused_parameters=True)
         return self.module(step), state
-
-
-def read_people(paths: list[Path]):
-    """The captures of ``paths`` and their (one) body template."""
-    from perennial.body.anny import load_template
-    from perennial.capture import read_capture
-
-    captures = [read_capture(p) for p in paths]
-    templates = {c.body_info["template"] for c in captures}
-    if len(templates) != 1:
-        raise ConfigError(f"every capture must use one body template, got {sorted(templates)}")
-    return captures, load_template(templates.pop())
 
 
 def field_people(paths: list[Path], config: PretrainConfig, progress: bool) -> Pretraining:
@@ -340,7 +297,7 @@ def pretrain(out: str | Path, captures: list[str | Path], config: PretrainConfig
     else:
         from perennial.learn.pretrain_texture import texture_people
 
-        run = texture_people(paths, config, progress and dist.writer)
+        run = texture_people(paths, config.crop, config.learning_rates, progress and dist.writer)
     people, weights = run.people, config.weights
     term = IdentityTerm(IdentityBatch(run.shared, people, config.batch, dist, seed), tuple(weights))
     tag = {"action": "pretrain", "method": config.method, "identities": [p.digest for p in people],

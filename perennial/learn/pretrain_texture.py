@@ -18,9 +18,9 @@ from perennial.avatar.texture.config import TextureConfig
 from perennial.avatar.texture.model import TextureAvatar
 from perennial.errors import ConfigError
 from perennial.learn.engine import generator_state
-from perennial.learn.pretrain import Identity, PretrainConfig, Pretraining, read_people
+from perennial.learn.identities import Identity, Pretraining, read_people
 from perennial.learn.prior_file import shared_tensors
-from perennial.learn.texture_method import perceptual_network
+from perennial.learn.texture_method import CropConfig, perceptual_network
 from perennial.learn.texture_terms import ImageCrops, TrainingImages
 
 __all__ = ["TextureShared", "texture_people"]
@@ -40,13 +40,14 @@ class TextureShared(nn.Module):
         return out if self.attention is None else {**out, "attention": self.attention}
 
 
-def texture_people(paths: list[Path], config: PretrainConfig, progress: bool,
+def texture_people(paths: list[Path], crop: CropConfig, lr: dict[str, float], progress: bool,
                    avatar_config: TextureConfig | None = None) -> Pretraining:  # fmt: skip
-    """Texture avatars of every capture of ``paths``, sharing their networks (see the module)."""
+    """Texture avatars of every capture of ``paths``, sharing their networks (see the module); ``crop``: the
+    windows and perceptual terms of a step, ``lr``: the groups' learning rates (``appearance``, ``shared``)."""
     captures, template = read_people(paths)
     tc = avatar_config or TextureConfig()
     shared: TextureShared | None = None
-    c = config.crop
+    c = crop
     lpips = perceptual_network() if c.perceptual_stages > 0 else None
     people = []
     for i, cap in enumerate(captures):
@@ -78,7 +79,6 @@ def texture_people(paths: list[Path], config: PretrainConfig, progress: bool,
     assert shared is not None  # paths is never empty here
     own = list(shared.appearances.parameters())
     ids = {id(p) for p in own}
-    lr = config.learning_rates
     groups = {"appearance": (own, lr["appearance"]),
               "shared": ([p for p in shared.parameters() if id(p) not in ids], lr["shared"])}  # fmt: skip
 
