@@ -14,8 +14,14 @@ consecutive frames (:mod:`perennial.evaluate.tlpips`), and FID and KID between a
 all real test views (:mod:`perennial.evaluate.fid`; the sample counts are printed: with a few
 dozen views read KID). Speed: render time at 256^2 of an untrained avatar of each variant's
 shape (:func:`~perennial.evaluate.bench_texture.bench_texture_speed`), with the attention's
-share. Figures are of one run (one seed): differences smaller than the spread of repeated runs
-(not measured here) are noise.
+share.
+
+With ``seeds`` > 1 every variant is trained once per seed (the seed sets the initialisation and the
+training windows' draws; variants of one seed start from the same weights), and the tables give the
+mean ± standard deviation over seeds and, per variant, its **paired** difference to ``base`` (mean ±
+standard error of the per-seed differences, and in how many seeds it is lower): on a few dozen views
+the spread between seeds is as large as the effects (docs/bench-temporal), and one seed cannot rank
+the variants.
 """
 
 from __future__ import annotations
@@ -69,13 +75,18 @@ class TemporalBenchConfig:
     """Also the painted capture (not only the loose one)."""
     quality: bool = True
     """Train and evaluate the variants (off: only the speed figures)."""
+    seeds: int = 1
+    """Seeds per variant (0 .. n-1); with more than one the tables give means, spreads and paired differences."""
+    attention_reduction: int = 8
+    """The attention's grid reduction (``TextureConfig.attention_reduction``; 8 is set for 256^2: at 128^2, 4
+    gives cells of the same size on the body)."""
 
     @staticmethod
     def quick() -> TemporalBenchConfig:
         return TemporalBenchConfig(size=128, cameras=4, frames=12, steps=300, crop=64)
 
 
-def _train(capture, variant: str, cfg: TemporalBenchConfig, template):
+def _train(capture, variant: str, cfg: TemporalBenchConfig, template, seed: int = 0):
     from perennial.avatar.texture.model import TextureConfig
     from perennial.learn.engine import EngineConfig, train
     from perennial.learn.methods import get_method
@@ -85,14 +96,15 @@ def _train(capture, variant: str, cfg: TemporalBenchConfig, template):
     spatial, temporal, gan = VARIANTS[variant]
     quarter = max(cfg.steps // 4, 1)
     config = TextureTrainConfig(
-        avatar=TextureConfig(spatial_attention=spatial, temporal_attention=temporal),
-        engine=EngineConfig(steps=cfg.steps, checkpoint_every=0),
+        avatar=TextureConfig(spatial_attention=spatial, temporal_attention=temporal,
+                             attention_reduction=cfg.attention_reduction),
+        engine=EngineConfig(steps=cfg.steps, checkpoint_every=0, seed=seed),
         crop=CropConfig(size=cfg.crop),
         temporal_gan=TemporalGANConfig(every=cfg.gan_every if gan else 0, crop=min(64, cfg.crop),
                                        ramp_start=quarter, ramp_steps=quarter),
     )  # fmt: skip
     method = get_method("texture")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     avatar = method.new(template, capture, config)
     pixels, _ = capture.read_split("train")
     groups, terms = method.prepare(avatar, capture.appearance, capture, pixels, [], {}, config)
@@ -177,6 +189,7 @@ def run_temporal_bench(
     template = load_template("anny")
     inception = load_inception() if cfg.quality else None
     res: dict = {"config": asdict(cfg), "numeric_path": numeric_path(), "runs": {}, "speed": {}}
+    per_seed: dict[str, list[dict]] = {}
 
     def write() -> None:  # after every figure: an interrupted run keeps what it measured
         (out / "temporal.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -197,26 +210,61 @@ def run_temporal_bench(
                          overwrite=True, progress=False)  # fmt: skip
         real = torch.stack([cap.load_image(v).permute(2, 0, 1) for v in cap.views_of("test")])
         f_real = inception(real)
-        for variant in cfg.variants:
-            avatar, result = _train(cap, variant, cfg, template)
-            ev = evaluate_avatar(
-                avatar, cap, lpips_nets=("alex",), progress=False, regions=False, temporal=True
-            )
-            dist = fid_kid_from_features(f_real, inception(_render_test(avatar, cap)))
-            row = {"ssim": ev["mean"]["ssim"], "lpips": ev["mean"]["lpips_alex"], "psnr": ev["mean"]["psnr"],
-                   "tlpips": ev["temporal"]["tlpips"], "tlpips_pairs": ev["temporal"]["pairs"], **dist,
-                   "train_seconds": result.seconds, "steps": result.steps_run,
-                   "groups": {g: {"lpips": v["lpips_alex"], "psnr": v["psnr"], "count": v["count"]}
-                              for g, v in ev["groups"].items()}}  # fmt: skip
-            res["runs"][f"{kind}.{variant}"] = row
-            write()
-            log(f"  {kind:8s} {variant:12s} SSIM {row['ssim']:.4f}  LPIPS {row['lpips']:.4f}  tLPIPS "
-                f"{row['tlpips']:.4f} ({row['tlpips_pairs']} pairs)  FID {row['fid']:.1f}  KID {row['kid']:.4f} "
-                f"+- {row['kid_std']:.4f} ({row['n_real']}/{row['n_fake']} images)  PSNR {row['psnr']:.2f}  "
-                f"{result.seconds:.0f} s")  # fmt: skip
+        for seed in range(cfg.seeds):  # seed by seed: an interrupted run has every variant of its seeds
+            for variant in cfg.variants:
+                avatar, result = _train(cap, variant, cfg, template, seed)
+                ev = evaluate_avatar(
+                    avatar, cap, lpips_nets=("alex",), progress=False, regions=False, temporal=True
+                )
+                dist = fid_kid_from_features(f_real, inception(_render_test(avatar, cap)))
+                row = {"seed": seed, "ssim": ev["mean"]["ssim"], "lpips": ev["mean"]["lpips_alex"],
+                       "psnr": ev["mean"]["psnr"], "tlpips": ev["temporal"]["tlpips"],
+                       "tlpips_pairs": ev["temporal"]["pairs"], **dist, "train_seconds": result.seconds,
+                       "steps": result.steps_run,
+                       "groups": {g: {"lpips": v["lpips_alex"], "psnr": v["psnr"], "count": v["count"]}
+                                  for g, v in ev["groups"].items()}}  # fmt: skip
+                per_seed.setdefault(f"{kind}.{variant}", []).append(row)
+                res["runs"] = aggregate(per_seed)
+                write()
+                log(f"  {kind:8s} {variant:12s} seed {seed}  SSIM {row['ssim']:.4f}  LPIPS {row['lpips']:.4f}  "
+                    f"tLPIPS {row['tlpips']:.4f} ({row['tlpips_pairs']} pairs)  FID {row['fid']:.1f}  KID "
+                    f"{row['kid']:.4f} +- {row['kid_std']:.4f} ({row['n_real']}/{row['n_fake']} images)  "
+                    f"PSNR {row['psnr']:.2f}  {result.seconds:.0f} s")  # fmt: skip
     res["seconds"] = time.perf_counter() - t0
     write()
     return res
+
+
+PAIRED = ("lpips", "tlpips", "kid", "ssim", "psnr")
+"""The figures compared seed by seed with ``base``."""
+
+
+def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each ``kind.variant``'s figures over its seeds: the means (under the per-seed rows' names), their
+    standard deviations (``sd``), the rows themselves (``seeds``) and, where ``base`` ran the same seeds of
+    the same capture, the paired differences to it (``vs_base``: mean, standard error, how many seeds lower)."""
+    import statistics
+
+    def sd(xs: list[float]) -> float:
+        return statistics.stdev(xs) if len(xs) > 1 else float("nan")
+
+    runs: dict[str, dict] = {}
+    for key, rows in per_seed.items():
+        agg = {m: statistics.fmean(r[m] for r in rows) for m in (*METRICS, "kid_std", "train_seconds")}
+        agg |= {k: rows[0][k] for k in ("tlpips_pairs", "n_real", "n_fake", "steps")}
+        agg["groups"] = {g: {m: statistics.fmean(r["groups"][g][m] for r in rows) for m in ("lpips", "psnr")}
+                         for g in rows[0]["groups"]}  # fmt: skip
+        agg["sd"] = {m: sd([r[m] for r in rows]) for m in METRICS}
+        agg["seeds"] = rows
+        runs[key] = agg
+    for key, agg in runs.items():
+        base = {r["seed"]: r for r in per_seed.get(key.split(".")[0] + ".base", [])}
+        pairs = [(r, base[r["seed"]]) for r in agg["seeds"] if r["seed"] in base]
+        if not key.endswith(".base") and pairs:
+            diffs = {m: [r[m] - b[m] for r, b in pairs] for m in PAIRED}
+            agg["vs_base"] = {m: {"mean": statistics.fmean(d), "se": sd(d) / len(d) ** 0.5,
+                                  "lower": sum(x < 0 for x in d), "seeds": len(d)} for m, d in diffs.items()}  # fmt: skip
+    return runs
 
 
 def _by_group(row: dict) -> str:
@@ -233,13 +281,35 @@ def format_markdown(res: dict) -> str:
     for kind in kinds:
         lines += [f"### {kind}", "", "| variant | SSIM | LPIPS | tLPIPS | FID | KID | PSNR | LPIPS novel view / pose | train s |",
                   "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for variant in [v for v in VARIANTS if f"{kind}.{v}" in res["runs"]]:
+        variants = [v for v in VARIANTS if f"{kind}.{v}" in res["runs"]]
+        for variant in variants:
             r = res["runs"][f"{kind}.{variant}"]
-            lines.append(f"| {variant} | {r['ssim']:.4f} | {r['lpips']:.4f} | {r['tlpips']:.4f} | {r['fid']:.1f} | "
-                         f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {r['psnr']:.2f} | {_by_group(r)} | {r['train_seconds']:.0f} |")  # fmt: skip
-        r = next(v for k, v in res["runs"].items() if k.startswith(kind + "."))
-        lines += ["", f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and {r['n_fake']} "
-                      "rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip
+            n, sd = len(r.get("seeds", [r])), r.get("sd", {})
+
+            def f(m: str, d: int = 4, r=r, n=n, sd=sd) -> str:  # mean, and ± its spread over seeds
+                return f"{r[m]:.{d}f}" + (f" ± {sd[m]:.{d}f}" if n > 1 else "")
+
+            kid = f("kid") if n > 1 else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"
+            lines.append(f"| {variant} | {f('ssim')} | {f('lpips')} | {f('tlpips')} | {f('fid', 1)} | {kid} | "
+                         f"{f('psnr', 2)} | {_by_group(r)} | {r['train_seconds']:.0f} |")  # fmt: skip
+        r = res["runs"][f"{kind}.{variants[0]}"]
+        n = len(r.get("seeds", [r]))
+        spread = (f"Means ± standard deviations over {n} seeds (KID: of the means over subsets); "
+                  if n > 1 else "One seed; KID ± its spread over subsets; ")  # fmt: skip
+        lines += ["", spread + f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and "
+                  f"{r['n_fake']} rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip
+        paired = [(v, res["runs"][f"{kind}.{v}"]["vs_base"]) for v in variants if "vs_base" in res["runs"][f"{kind}.{v}"]]
+        if n > 1 and paired:
+            lines += [f"Paired with `base`, seed by seed ({kind}): mean difference ± its standard error; in brackets "
+                      "the seeds where the variant's figure is lower (better for LPIPS, tLPIPS, KID; worse for SSIM, "
+                      "PSNR)", "", "| variant | Δ LPIPS | Δ tLPIPS | Δ KID | Δ SSIM | Δ PSNR |", "|---|---|---|---|---|---|"]  # fmt: skip
+            for v, d in paired:
+                cells = [f"{d[m]['mean']:+.4f} ± {d[m]['se']:.4f} ({d[m]['lower']}/{d[m]['seeds']})"
+                         for m in ("lpips", "tlpips", "kid", "ssim")]  # fmt: skip
+                p = d["psnr"]
+                cells.append(f"{p['mean']:+.2f} ± {p['se']:.2f} ({p['lower']}/{p['seeds']})")
+                lines.append(f"| {v} | " + " | ".join(cells) + " |")
+            lines.append("")
     if res["speed"]:
         load = res.get("speed_load", [float("nan")] * 2)
         lines += ["### speed", "", f"{res['config']['speed_size']}^2, medians of the variants' frames interleaved; "
@@ -260,6 +330,8 @@ def bench_cli(args) -> dict:
     for key, row in res["runs"].items():
         for m in (*METRICS, "kid_std"):
             flat[f"{key}.{m}"] = row[m]
+        for m, d in row.get("vs_base", {}).items() if cfg.seeds > 1 else ():
+            flat[f"{key}.{m}_minus_base"] = f"{d['mean']:+.4f} +- {d['se']:.4f} (lower in {d['lower']}/{d['seeds']} seeds)"
         flat[f"{key}.images"] = (
             f"{row['n_real']} real / {row['n_fake']} rendered; tLPIPS pairs {row['tlpips_pairs']}"
         )

@@ -41,6 +41,7 @@ window, not the whole frame. With other jobs busy on both cores, frames took 1.5
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ from perennial.avatar.texture.hands import HandMap
 from perennial.avatar.texture.raster import SurfaceRasterizer, crop_camera
 from perennial.avatar.texture.texture import NeuralTexture
 from perennial.errors import UnknownAppearanceError
+from perennial.numerics import one_thread
 from perennial.render.camera import Camera
 
 __all__ = ["STAGES", "TextureAppearance", "TextureAvatar", "TextureConfig", "TextureRenderOutput"]
@@ -284,8 +286,11 @@ class TextureAvatar(AppearanceSet, nn.Module):
         state = None
         if self.attention is not None:  # its residual joins the texture and coverage channels, (h, w, C) kept
             k = self.config.texture_channels + 1
-            res, state = self.attention_maps()(self.attention, app.texture, cam, (x0, y0, w, h), verts, previous,
-                                               self.center, self.half_extent, maps[..., :k].permute(2, 0, 1))  # fmt: skip
+            # rendering: one thread (many tiny operations; waking the second costs more than it gives)
+            with contextlib.nullcontext() if torch.is_grad_enabled() else one_thread(dev):
+                res, state = self.attention_maps()(self.attention, app.texture, cam, (x0, y0, w, h), verts,
+                                                   previous, self.center, self.half_extent,
+                                                   maps[..., :k].permute(2, 0, 1))  # fmt: skip
             if torch.is_grad_enabled():
                 maps = torch.cat([maps[..., :k] + res, maps[..., k:]], -1)
             else:  # rendering: in place, no copy of the maps
