@@ -456,11 +456,12 @@ def test_texture_avatar_face_sliders_in_browser(template):
     chromium = _need_browser()
     from playwright.sync_api import sync_playwright
 
-    from perennial.avatar.texture.model import TextureAvatar
+    from perennial.avatar.texture.dual import ClipState
+    from perennial.avatar.texture.model import TextureAvatar, TextureConfig
     from perennial.viewer.server import Viewer
     from perennial.viewer.session import EXPRESSIVE_ACTIONS
 
-    avatar = TextureAvatar(template, appearances=["plain"]).eval()
+    avatar = TextureAvatar(template, appearances=["plain"], config=TextureConfig(temporal_attention=True)).eval()
     viewer = Viewer(avatar, ViewerConfig(port=_free_port(), size=96, autoplay=False), None, title="texture")
     try:
         with sync_playwright() as p:
@@ -473,8 +474,10 @@ def test_texture_avatar_face_sliders_in_browser(template):
                 page.locator("label", has_text=re.compile(f"^{name}$")).wait_for(timeout=10000)
             stats = page.get_by_text(re.compile(r"FPS .*generator \d+")).first
             stats.wait_for(timeout=20000)
-            for stage in ("pose", "raster", "texture", "face", "hands", "generator", "send"):
+            for stage in ("pose", "raster", "texture", "face", "hands", "attention", "generator", "send"):
                 assert stage in stats.inner_text()
+            # temporal attention: every frame hands its state to the next
+            assert isinstance(session._carried[1], ClipState)
             frames = session.stats.frames
             _slider(page, "jawOpen").press("End")
             jaw = session.face_names.index("jawOpen")
@@ -483,6 +486,32 @@ def test_texture_avatar_face_sliders_in_browser(template):
             browser.close()
     finally:
         viewer.stop()
+
+
+def test_tab_gives_a_temporal_avatar_the_frame_before():
+    """While a clip plays, frame f sees the last frame rendered (its carried state) when that was one of
+    the 3 before it, shown the same way; otherwise the motion's frame f - 1; frame 0 is a still frame."""
+    from types import SimpleNamespace
+
+    from perennial.motion.clip import MotionClip
+    from perennial.viewer.session import TabSession
+
+    clip = MotionClip(rotvec=torch.arange(10.0)[:, None, None].expand(10, 2, 3).contiguous(),
+                      translation=torch.zeros(10, 3), fps=30.0, bones=("a", "b"))  # fmt: skip
+    tab = SimpleNamespace(_carried=None, align=False, follow=True, appearance="a",
+                          pose_at=lambda c, f: (c.rotvec[f], c.translation[f]))  # fmt: skip
+    face = torch.zeros(52)
+    key, previous = TabSession._previous(tab, clip, 5, face)
+    assert torch.equal(previous[0], clip.rotvec[4]) and previous[2] is face  # nothing carried yet
+    assert TabSession._previous(tab, clip, 0, face)[1] is None
+    state = object()
+    tab._carried = (key, state)  # frame 5 was rendered
+    assert TabSession._previous(tab, clip, 7, face)[1] is state  # two frames skipped while playing
+    assert TabSession._previous(tab, clip, 9, face)[1] is not state  # a jump: the motion's frame 8
+    assert torch.equal(TabSession._previous(tab, clip, 9, face)[1][0], clip.rotvec[8])
+    assert TabSession._previous(tab, clip, 5, face)[1] is not state  # frame 5 again (paused): frame 4
+    tab.appearance = "b"
+    assert TabSession._previous(tab, clip, 6, face)[1] is not state  # shown otherwise since
 
 
 def test_view_command_serves_only_the_page(avatar_dir):

@@ -39,6 +39,11 @@ class RenderJob:
         facial_actions: (52,) ARKit weights in [0, 1], or None.
         camera_moved_at: ``time.time()`` when the server received the camera change this
             frame is the first answer to, or None.
+        previous: for an avatar with temporal attention (``avatar.temporal``), the frame before:
+            the ``state`` of an earlier render, or the pose ``(rotvec, translation, facial_actions)``
+            of the motion's previous frame; None: a still frame.
+        key: what the tab needs to know whether this frame's ``state`` can serve a later frame.
+        state: set by :func:`render_job`: what the next frame of the clip needs (temporal avatars).
     """
 
     camera: Camera
@@ -47,6 +52,9 @@ class RenderJob:
     appearance: str
     facial_actions: Tensor | None = None
     camera_moved_at: float | None = None
+    previous: object | None = None
+    key: tuple | None = None
+    state: object | None = None
 
 
 @dataclass
@@ -111,7 +119,11 @@ def render_job(avatar, job: RenderJob, lock: threading.Lock) -> tuple[np.ndarray
     timed = _takes_timings(avatar)
     with lock, torch.no_grad():
         t0 = time.perf_counter()
-        if timed:
+        if getattr(avatar, "temporal", False):  # causal: the frame before is part of the input
+            out = avatar.render_image(job.camera, job.rotvec, job.translation, job.appearance, job.facial_actions,
+                                      timings=True, previous=job.previous)  # fmt: skip
+            job.state = out.state
+        elif timed:
             out = avatar.render_image(job.camera, job.rotvec, job.translation, job.appearance, job.facial_actions,
                                       timings=True)  # fmt: skip
         else:

@@ -72,6 +72,7 @@ class TabSession:
         self._camera_at: float | None = None  # time.time() of a camera change not yet answered
         self._have_camera = False
         self._last_ui = 0.0
+        self._carried: tuple[tuple, object] | None = None  # (key, state) of the last frame of a temporal avatar
         self.stats = FrameStats()
         self.face_names = facial_action_names(shared.avatar)
         self.face = torch.zeros(len(self.face_names)) if self.face_names else None
@@ -275,9 +276,29 @@ class TabSession:
             clip = self.clip
             face = None if self.face is None else self.face.clone()
         rotvec, translation = self.pose_at(clip, f)
-        return RenderJob(camera, rotvec, translation, self.appearance, face, moved_at)
+        job = RenderJob(camera, rotvec, translation, self.appearance, face, moved_at)
+        if getattr(self.shared.avatar, "temporal", False):
+            job.key, job.previous = self._previous(clip, f, face)
+        return job
+
+    def _previous(self, clip: MotionClip, f: int, face) -> tuple[tuple, object]:
+        """(key, previous) of frame ``f`` for an avatar with temporal attention. While a clip plays the
+        tab renders at its own rate and skips frames: the frame before is the last one rendered when it
+        was one of the 3 before ``f`` of the same clip, shown the same way (its carried state: no second
+        pose); otherwise (a jump, a paused frame rendered again) the motion's frame ``f - 1``, so a paused
+        frame looks the same however it was reached. Frame 0 is a still frame."""
+        key = (id(clip), self.align, self.follow, self.appearance)
+        if self._carried is not None:
+            (last_key, last_f), state = self._carried
+            if last_key == key and 0 < f - last_f <= 3:
+                return (key, f), state
+        if f == 0:
+            return (key, f), None
+        return (key, f), (*self.pose_at(clip, f - 1), face)
 
     def _deliver(self, job: RenderJob, rgb: np.ndarray, timings: dict[str, float]) -> None:
+        if job.key is not None:
+            self._carried = (job.key, job.state)
         t0 = time.perf_counter()
         self.client.scene.set_background_image(rgb, format="jpeg", jpeg_quality=self.shared.config.jpeg_quality)
         now = time.perf_counter()
