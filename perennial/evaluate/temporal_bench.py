@@ -80,6 +80,8 @@ class TemporalBenchConfig:
     attention_reduction: int = 8
     """The attention's grid reduction (``TextureConfig.attention_reduction``; 8 is set for 256^2: at 128^2, 4
     gives cells of the same size on the body)."""
+    attention_lr: float = 1.0
+    """``TextureTrainConfig.attention_lr``: the attention's parameters but its gain, fraction of the shared rate."""
 
     @staticmethod
     def quick() -> TemporalBenchConfig:
@@ -100,6 +102,7 @@ def _train(capture, variant: str, cfg: TemporalBenchConfig, template, seed: int 
                              attention_reduction=cfg.attention_reduction),
         engine=EngineConfig(steps=cfg.steps, checkpoint_every=0, seed=seed),
         crop=CropConfig(size=cfg.crop),
+        attention_lr=cfg.attention_lr,
         temporal_gan=TemporalGANConfig(every=cfg.gan_every if gan else 0, crop=min(64, cfg.crop),
                                        ramp_start=quarter, ramp_steps=quarter),
     )  # fmt: skip
@@ -357,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         elif f.type in ("bool", bool):
             p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=None)
         else:
-            p.add_argument(f"--{f.name}", type={"int": int, "str": str}.get(str(f.type), str))
+            p.add_argument(f"--{f.name}", type={"int": int, "str": str, "float": float}.get(str(f.type), str))
     p.add_argument("--out", default="out/bench-temporal")
     p.add_argument("--repeats", type=int, default=10)
     a = p.parse_args(argv)

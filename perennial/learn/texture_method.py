@@ -116,14 +116,18 @@ class TextureTrainConfig:
     gain, 0 at first, reached 0.03 within 100 steps while the texture was still noise (the residual
     up to 3/4 of the body map's size), then fell back, and held-out LPIPS ended worse than without
     attention (0.129-0.143 against 0.122; at 0.1: 0.120; docs/bench-temporal)."""
+    attention_lr: float = 1.0
+    """Learning rate of the dual attention's other parameters (projections, distance slopes, skip weights,
+    fusion) as a fraction of the shared group's."""
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_WEIGHTS))
     """Weight of each loss; the names must be exactly the losses of the enabled terms."""
 
     def __post_init__(self) -> None:
         if set(self.lr) != set(GROUPS):
             raise ConfigError(f"lr must name the groups {list(GROUPS)}, got {sorted(self.lr)}")
-        if not self.attention_gain_lr >= 0:
-            raise ConfigError(f"attention_gain_lr must be >= 0, got {self.attention_gain_lr!r}")
+        for name in ("attention_gain_lr", "attention_lr"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
 
 def _learn(**kw) -> TextureTrainConfig:
@@ -159,14 +163,19 @@ def plan(avatar, appearance: str, images: TrainingImages, teacher, past: PastVie
          config: TextureTrainConfig) -> tuple[dict, list[Term]]:  # fmt: skip
     """The engine's parameter groups and terms for learning ``appearance`` (already in ``avatar``)."""
     own = list(avatar.appearance(appearance).parameters())
-    gain = [avatar.attention.gain] if getattr(avatar, "attention", None) is not None else []
-    own_ids = {id(p) for p in own + gain}
+    att = getattr(avatar, "attention", None)
+    gain = [att.gain] if att is not None else []
+    # the rest of the attention in a group of its own only at a rate of its own (checkpoints keep their groups)
+    slow = [p for p in att.parameters() if p is not att.gain] if att is not None and config.attention_lr != 1 else []
+    own_ids = {id(p) for p in own + gain + slow}
     groups = {
         "appearance": (own, config.lr["appearance"]),
         "shared": ([p for p in avatar.parameters() if id(p) not in own_ids], config.lr["shared"]),
     }
     if gain:  # the dual attention's gain, slower than the rest (TextureTrainConfig.attention_gain_lr)
         groups["attention_gain"] = (gain, config.lr["shared"] * config.attention_gain_lr)
+    if slow:
+        groups["attention"] = (slow, config.lr["shared"] * config.attention_lr)
     c = config.crop
     lpips = perceptual_network() if c.perceptual_stages > 0 else None
     terms: list[Term] = [ImageCrops(avatar, images, appearance, c.size, (c.centre_body, c.centre_face, c.centre_hands),
