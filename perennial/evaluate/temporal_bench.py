@@ -76,7 +76,9 @@ class TemporalBenchConfig:
     quality: bool = True
     """Train and evaluate the variants (off: only the speed figures)."""
     seeds: int = 1
-    """Seeds per variant (0 .. n-1); with more than one the tables give means, spreads and paired differences."""
+    """Seeds per variant; with more than one the tables give means, spreads and paired differences."""
+    first_seed: int = 0
+    """The seeds are ``first_seed`` .. ``first_seed + seeds - 1`` (to add seeds to an earlier run)."""
     attention_reduction: int = 8
     """The attention's grid reduction (``TextureConfig.attention_reduction``; 8 is set for 256^2: at 128^2, 4
     gives cells of the same size on the body)."""
@@ -213,7 +215,7 @@ def run_temporal_bench(
                          overwrite=True, progress=False)  # fmt: skip
         real = torch.stack([cap.load_image(v).permute(2, 0, 1) for v in cap.views_of("test")])
         f_real = inception(real)
-        for seed in range(cfg.seeds):  # seed by seed: an interrupted run has every variant of its seeds
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):  # seed by seed: an interrupted run has every variant of its seeds
             for variant in cfg.variants:
                 avatar, result = _train(cap, variant, cfg, template, seed)
                 ev = evaluate_avatar(
