@@ -60,7 +60,7 @@ class TemporalBenchConfig:
     frames: int = 30
     """Frames of the walk."""
     loose: str = "skirt"
-    """The loose capture's garment (:data:`perennial.capture.loose.LOOSE_KINDS`)."""
+    """The loose capture's garment (:data:`perennial.capture.loose.LOOSE_KINDS`; ``none``: no loose capture)."""
     steps: int = 3000
     """Training steps of every avatar."""
     crop: int = 128
@@ -207,7 +207,7 @@ def run_temporal_bench(
         res["speed_load"] = [load, os.getloadavg()[0]]
         write()
     for kind in (
-        (cfg.loose,) + (("painted",) if cfg.painted else ())
+        (cfg.loose,) * (cfg.loose != "none") + (("painted",) if cfg.painted else ())
     ) * cfg.quality:  # loose first: the point
         log(f"synthesising the {kind} capture ...")
         cap = synthesize(out / "captures" / kind, SynthConfig(appearance="outfit-t", cameras=cfg.cameras,
