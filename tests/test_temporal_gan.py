@@ -122,3 +122,12 @@ def test_attention_gain_learns_at_its_own_rate(setup, template):
     )  # no attention: no group
     with pytest.raises(ConfigError, match="attention_gain_lr"):
         TextureTrainConfig(attention_gain_lr=-1.0)
+    # the rest of the attention: in the shared group at 1 x, in a group of its own otherwise
+    rest = {id(p) for p in avatar.attention.parameters() if p is not avatar.attention.gain}
+    assert "attention" not in groups and rest <= {id(p) for p in groups["shared"][0]}
+    slow, _ = plan(avatar, name, images, None, None, TextureTrainConfig(crop=cfg.crop, attention_lr=0.1))
+    params, lr = slow["attention"]
+    assert {id(p) for p in params} == rest and lr == 0.1 * cfg.lr["shared"]
+    assert not rest & {id(p) for p in slow["shared"][0]}
+    with pytest.raises(ConfigError, match="attention_lr"):
+        TextureTrainConfig(attention_lr=-0.5)
