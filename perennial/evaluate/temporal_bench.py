@@ -44,8 +44,14 @@ VARIANTS = {
     "no_temporal": (True, False, True),
     "no_gan": (True, True, False),
     "base": (False, False, False),
+    "only_spatial": (True, False, False),
+    "only_temporal": (False, True, False),
+    "only_gan": (False, False, True),
 }
-"""name: (spatial attention, temporal attention, temporal discriminator)."""
+"""name: (spatial attention, temporal attention, temporal discriminator). The first five are the bench's
+ablations of ``full`` (RAM-Avatar's Table 3); the ``only_*`` ones complete the eight combinations, for
+telling the parts' effects apart (``--variants``)."""
+ABLATIONS = ("full", "no_spatial", "no_temporal", "no_gan", "base")
 METRICS = ("ssim", "lpips", "tlpips", "fid", "kid", "psnr")
 
 
@@ -69,8 +75,8 @@ class TemporalBenchConfig:
     """The discriminator runs every n steps in the variants that have it."""
     speed_size: int = 256
     """Frame size of the speed figures, pixels (0: no speed figures)."""
-    variants: tuple[str, ...] = tuple(VARIANTS)
-    """Which variants to train."""
+    variants: tuple[str, ...] = ABLATIONS
+    """Which variants to train (the ablations of `full`; any of :data:`VARIANTS`)."""
     painted: bool = True
     """Also the painted capture (not only the loose one)."""
     quality: bool = True
