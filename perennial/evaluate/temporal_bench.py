@@ -36,25 +36,18 @@ from pathlib import Path
 
 import torch
 
+from perennial.evaluate.temporal_figures import (
+    ABLATIONS,
+    METRICS,
+    VARIANTS,
+    aggregate,
+    format_markdown,
+    merge_runs,
+)
 from perennial.numerics import numeric_path
 
 __all__ = ["VARIANTS", "TemporalBenchConfig", "bench_cli", "run_temporal_bench"]
 
-VARIANTS = {
-    "full": (True, True, True),
-    "no_spatial": (False, True, True),
-    "no_temporal": (True, False, True),
-    "no_gan": (True, True, False),
-    "base": (False, False, False),
-    "only_spatial": (True, False, False),
-    "only_temporal": (False, True, False),
-    "only_gan": (False, False, True),
-}
-"""name: (spatial attention, temporal attention, temporal discriminator). The first five are the bench's
-ablations of ``full`` (RAM-Avatar's Table 3); the ``only_*`` ones complete the eight combinations, for
-telling the parts' effects apart (``--variants``)."""
-ABLATIONS = ("full", "no_spatial", "no_temporal", "no_gan", "base")
-METRICS = ("ssim", "lpips", "tlpips", "fid", "kid", "psnr")
 
 
 @dataclass(kw_only=True)
@@ -248,93 +241,6 @@ def run_temporal_bench(
     return res
 
 
-PAIRED = ("lpips", "tlpips", "kid", "ssim", "psnr")
-"""The figures compared seed by seed with ``base``."""
-
-
-def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
-    """Each ``kind.variant``'s figures over its seeds: the means (under the per-seed rows' names), their
-    standard deviations (``sd``), the rows themselves (``seeds``) and, where ``base`` ran the same seeds of
-    the same capture, the paired differences to it (``vs_base``: mean, standard error, how many seeds lower)."""
-    import statistics
-
-    def sd(xs: list[float]) -> float:
-        return statistics.stdev(xs) if len(xs) > 1 else float("nan")
-
-    runs: dict[str, dict] = {}
-    for key, rows in per_seed.items():
-        agg = {m: statistics.fmean(r[m] for r in rows) for m in (*METRICS, "kid_std", "train_seconds")}
-        agg |= {k: rows[0][k] for k in ("tlpips_pairs", "n_real", "n_fake", "steps")}
-        agg["groups"] = {g: {m: statistics.fmean(r["groups"][g][m] for r in rows) for m in ("lpips", "psnr")}
-                         for g in rows[0]["groups"]}  # fmt: skip
-        agg["sd"] = {m: sd([r[m] for r in rows]) for m in METRICS}
-        agg["seeds"] = rows
-        runs[key] = agg
-    for key, agg in runs.items():
-        base = {r["seed"]: r for r in per_seed.get(key.split(".")[0] + ".base", [])}
-        pairs = [(r, base[r["seed"]]) for r in agg["seeds"] if r["seed"] in base]
-        if not key.endswith(".base") and pairs:
-            diffs = {m: [r[m] - b[m] for r, b in pairs] for m in PAIRED}
-            agg["vs_base"] = {m: {"mean": statistics.fmean(d), "se": sd(d) / len(d) ** 0.5,
-                                  "lower": sum(x < 0 for x in d), "seeds": len(d)} for m, d in diffs.items()}  # fmt: skip
-    return runs
-
-
-def _by_group(row: dict) -> str:
-    g = row.get("groups", {})
-    return " / ".join(
-        f"{g[k]['lpips']:.4f}" if k in g else "-" for k in ("novel_view", "novel_pose")
-    )
-
-
-def format_markdown(res: dict) -> str:
-    """The figures as Markdown tables (one per capture, and the speed)."""
-    lines = [f"numeric path: {res['numeric_path']}; config: {json.dumps(res['config'])}", ""]
-    kinds = sorted({k.split(".")[0] for k in res["runs"]}, key=lambda k: k != "painted")
-    for kind in kinds:
-        lines += [f"### {kind}", "", "| variant | SSIM | LPIPS | tLPIPS | FID | KID | PSNR | LPIPS novel view / pose | train s |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        variants = [v for v in VARIANTS if f"{kind}.{v}" in res["runs"]]
-        for variant in variants:
-            r = res["runs"][f"{kind}.{variant}"]
-            n, sd = len(r.get("seeds", [r])), r.get("sd", {})
-
-            def f(m: str, d: int = 4, r=r, n=n, sd=sd) -> str:  # mean, and ± its spread over seeds
-                return f"{r[m]:.{d}f}" + (f" ± {sd[m]:.{d}f}" if n > 1 else "")
-
-            kid = f("kid") if n > 1 else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"
-            lines.append(f"| {variant} | {f('ssim')} | {f('lpips')} | {f('tlpips')} | {f('fid', 1)} | {kid} | "
-                         f"{f('psnr', 2)} | {_by_group(r)} | {r['train_seconds']:.0f} |")  # fmt: skip
-        r = res["runs"][f"{kind}.{variants[0]}"]
-        n = len(r.get("seeds", [r]))
-        spread = (f"Means ± standard deviations over {n} seeds (KID: of the means over subsets); "
-                  if n > 1 else "One seed; KID ± its spread over subsets; ")  # fmt: skip
-        lines += ["", spread + f"tLPIPS over {r['tlpips_pairs']} pairs; FID/KID on {r['n_real']} real and "
-                  f"{r['n_fake']} rendered test views (few images: read KID, FID is biased upwards).", ""]  # fmt: skip
-        paired = [(v, res["runs"][f"{kind}.{v}"]["vs_base"]) for v in variants if "vs_base" in res["runs"][f"{kind}.{v}"]]
-        if n > 1 and paired:
-            lines += [f"Paired with `base`, seed by seed ({kind}): mean difference ± its standard error; in brackets "
-                      "the seeds where the variant's figure is lower (better for LPIPS, tLPIPS, KID; worse for SSIM, "
-                      "PSNR)", "", "| variant | Δ LPIPS | Δ tLPIPS | Δ KID | Δ SSIM | Δ PSNR |", "|---|---|---|---|---|---|"]  # fmt: skip
-            for v, d in paired:
-                cells = [f"{d[m]['mean']:+.4f} ± {d[m]['se']:.4f} ({d[m]['lower']}/{d[m]['seeds']})"
-                         for m in ("lpips", "tlpips", "kid", "ssim")]  # fmt: skip
-                p = d["psnr"]
-                cells.append(f"{p['mean']:+.2f} ± {p['se']:.2f} ({p['lower']}/{p['seeds']})")
-                lines.append(f"| {v} | " + " | ".join(cells) + " |")
-            lines.append("")
-    if res["speed"]:
-        load = res.get("speed_load", [float("nan")] * 2)
-        lines += ["### speed", "", f"{res['config']['speed_size']}^2, medians of the variants' frames interleaved; "
-                  f"1-minute load average {load[0]:.2f} before, {load[1]:.2f} after", "",
-                  "| variant | path | frame ms | FPS | min ms | attention ms | generator ms | raster ms |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for variant, s in res["speed"].items():
-        lines.append(f"| {variant} | {s['path']} | {s['ms']:.1f} | {s['fps']:.1f} | {s.get('min_ms', float('nan')):.1f} | "
-                     f"{s['attention_ms']:.1f} | {s['generator_ms']:.1f} | {s['raster_ms']:.1f} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
 def bench_cli(args) -> dict:
     """``perennial bench temporal [--quick] [--out DIR] [--json FILE] [--repeats N]``: flat figures to print."""
     cfg = TemporalBenchConfig.quick() if args.quick else TemporalBenchConfig()
@@ -373,7 +279,21 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(f"--{f.name}", type={"int": int, "str": str, "float": float}.get(str(f.type), str))
     p.add_argument("--out", default="out/bench-temporal")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="join the temporal.json of runs with one setting (no training) and write the tables to --out")  # fmt: skip
     a = p.parse_args(argv)
+    if a.merge:
+        try:
+            res = merge_runs(a.merge)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: --merge: {e}")
+            return 2
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "temporal.json").write_text(json.dumps(res, indent=1) + "\n")
+        (out / "temporal.md").write_text(format_markdown(res))
+        print(format_markdown(res))
+        return 0
     cfg = TemporalBenchConfig.quick() if a.quick else TemporalBenchConfig()
     given = {
         k: v for k, v in vars(a).items() if k not in ("quick", "out", "repeats") and v is not None
