@@ -34,6 +34,7 @@ ABLATIONS = ("full", "no_spatial", "no_temporal", "no_gan", "base")
 METRICS = ("ssim", "lpips", "tlpips", "fid", "kid", "psnr")
 
 PAIRED = ("lpips", "tlpips", "kid", "ssim", "psnr")
+"""The figures compared seed by seed with ``base`` (and the columns of the difference tables)."""
 FACTORS = ("spatial", "temporal", "gan")
 """The three parts, in the order of :data:`VARIANTS`' tuples."""
 
@@ -45,7 +46,16 @@ def sd(xs: list[float]) -> float:
 
 def _summary(d: list[float]) -> dict:
     return {"mean": statistics.fmean(d), "se": sd(d) / len(d) ** 0.5, "lower": sum(x < 0 for x in d), "seeds": len(d)}
-"""The figures compared seed by seed with ``base``."""
+
+
+def _difference_row(name: str, d: dict) -> str:
+    """A Markdown row of :data:`PAIRED` differences: mean ± standard error (seeds below 0 / seeds)."""
+    cells = [f"{d[m]['mean']:+.{k}f} ± {d[m]['se']:.{k}f} ({d[m]['lower']}/{d[m]['seeds']})"
+             for m, k in ((m, 2 if m == "psnr" else 4) for m in PAIRED)]  # fmt: skip
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+_DIFFERENCE_HEADER = ["| {} | Δ LPIPS | Δ tLPIPS | Δ KID | Δ SSIM | Δ PSNR |", "|---|---|---|---|---|---|"]
 
 
 def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
@@ -85,7 +95,7 @@ def factor_effects(runs: dict[str, dict], kind: str) -> dict[str, dict] | None:
     if not seeds:
         return None
 
-    def contrast(sign) -> dict:  # sign(levels) in {-1, 0, 1}; sum over the combinations / 4, per seed
+    def contrast(sign) -> dict:  # sign(levels) is +1 or -1; per seed the signed sum over the combinations / 4
         return {m: _summary([sum(sign(c) * rows[c][s][m] for c in rows) / 4 for s in seeds]) for m in PAIRED}
 
     out = {f: contrast(lambda c, i=i: 1 if c[i] else -1) for i, f in enumerate(FACTORS)}
@@ -133,10 +143,10 @@ def format_markdown(res: dict) -> str:
         variants = [v for v in VARIANTS if f"{kind}.{v}" in res["runs"]]
         for variant in variants:
             r = res["runs"][f"{kind}.{variant}"]
-            n, sd = len(r.get("seeds", [r])), r.get("sd", {})
+            n, spread = len(r.get("seeds", [r])), r.get("sd", {})
 
-            def f(m: str, d: int = 4, r=r, n=n, sd=sd) -> str:  # mean, and ± its spread over seeds
-                return f"{r[m]:.{d}f}" + (f" ± {sd[m]:.{d}f}" if n > 1 else "")
+            def f(m: str, d: int = 4, r=r, n=n, spread=spread) -> str:  # mean, and ± its spread over seeds
+                return f"{r[m]:.{d}f}" + (f" ± {spread[m]:.{d}f}" if n > 1 else "")
 
             kid = f("kid") if n > 1 else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"
             lines.append(f"| {variant} | {f('ssim')} | {f('lpips')} | {f('tlpips')} | {f('fid', 1)} | {kid} | "
@@ -151,26 +161,15 @@ def format_markdown(res: dict) -> str:
         if n > 1 and paired:
             lines += [f"Paired with `base`, seed by seed ({kind}): mean difference ± its standard error; in brackets "
                       "the seeds where the variant's figure is lower (better for LPIPS, tLPIPS, KID; worse for SSIM, "
-                      "PSNR)", "", "| variant | Δ LPIPS | Δ tLPIPS | Δ KID | Δ SSIM | Δ PSNR |", "|---|---|---|---|---|---|"]  # fmt: skip
-            for v, d in paired:
-                cells = [f"{d[m]['mean']:+.4f} ± {d[m]['se']:.4f} ({d[m]['lower']}/{d[m]['seeds']})"
-                         for m in ("lpips", "tlpips", "kid", "ssim")]  # fmt: skip
-                p = d["psnr"]
-                cells.append(f"{p['mean']:+.2f} ± {p['se']:.2f} ({p['lower']}/{p['seeds']})")
-                lines.append(f"| {v} | " + " | ".join(cells) + " |")
-            lines.append("")
+                      "PSNR)", "", _DIFFERENCE_HEADER[0].format("variant"), _DIFFERENCE_HEADER[1]]  # fmt: skip
+            lines += [_difference_row(v, d) for v, d in paired] + [""]
         effects = factor_effects(res["runs"], kind)
         if effects:
             lines += [f"Effect of each part ({kind}, all eight combinations on {effects['gan']['lpips']['seeds']} seeds): "
                       "per seed the mean of the four combinations with it minus the four without; mean ± standard "
                       "error over seeds (in brackets the seeds where it is negative)", "",
-                      "| part | Δ LPIPS | Δ tLPIPS | Δ KID | Δ SSIM | Δ PSNR |", "|---|---|---|---|---|---|"]  # fmt: skip
-            for name, d in effects.items():
-                cells = [f"{d[m]['mean']:+.4f} ± {d[m]['se']:.4f} ({d[m]['lower']}/{d[m]['seeds']})"
-                         for m in ("lpips", "tlpips", "kid", "ssim")]  # fmt: skip
-                cells.append(f"{d['psnr']['mean']:+.2f} ± {d['psnr']['se']:.2f} ({d['psnr']['lower']}/{d['psnr']['seeds']})")
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
-            lines.append("")
+                      _DIFFERENCE_HEADER[0].format("part"), _DIFFERENCE_HEADER[1]]  # fmt: skip
+            lines += [_difference_row(name, d) for name, d in effects.items()] + [""]
     if res["speed"]:
         load = res.get("speed_load", [float("nan")] * 2)
         lines += ["### speed", "", f"{res['config']['speed_size']}^2, medians of the variants' frames interleaved; "
