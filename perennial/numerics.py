@@ -89,8 +89,9 @@ def one_thread(device: torch.device | str = "cpu"):
 
     For stretches of many tiny operations (the dual attention's 13 x 30-cell maps): each parallel
     operation wakes the other threads, which with ``OMP_WAIT_POLICY=PASSIVE`` sleep between them,
-    and that costs more than the work. Measured on the 2-core EPYC: the attention module 0.85 ms on
-    one thread against 1.9 ms on two (``perennial/avatar/texture/model.py``). The count is global to the
+    and that costs more than the work. Measured on the 2-core EPYC (``bench_attention_threads`` in
+    ``perennial.evaluate.bench_texture``, three runs): the attention module 1.3-1.7 ms on one thread against
+    2.5-3.1 ms on two. The count is global to the
     process: use it in rendering, not around work other threads do at the same time.
     """
     n = torch.get_num_threads()

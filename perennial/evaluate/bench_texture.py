@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-__all__ = ["bench_generator_widths", "bench_texture_lookup", "bench_texture_raster",
+__all__ = ["bench_attention_threads", "bench_generator_widths", "bench_texture_lookup", "bench_texture_raster",
            "bench_texture_speed", "bench_frame"]  # fmt: skip
 
 
@@ -211,11 +211,37 @@ def bench_generator_widths(widths=((16, 32, 48, 64), (8, 32, 48, 64), (8, 16, 32
     return res
 
 
+def bench_attention_threads(repeats: int = 200) -> dict:
+    """Median ms of the dual attention module (both parts) on the 256^2 window's 13 x 30 cells, on every
+    intra-op thread and inside :func:`~perennial.numerics.one_thread` (what rendering uses), interleaved."""
+    import torch
+
+    from perennial.avatar.texture.attention import DualAttention
+    from perennial.numerics import one_thread
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        att = DualAttention(17, 8).eval()
+        body, expanded, previous = (torch.randn(1, 17, 13, 30) for _ in range(3))
+
+    def run() -> None:
+        with torch.no_grad():
+            att(body, expanded, previous)
+
+    def single() -> None:
+        with one_thread():
+            run()
+
+    t = _interleaved({f"{torch.get_num_threads()}_threads_ms": run, "one_thread_ms": single}, repeats)
+    return {**t, "cells": "13x30"}
+
+
 if __name__ == "__main__":  # pragma: no cover
     import json
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (lazily, above)
     out = {"speed": bench_texture_speed(), "raster": bench_texture_raster(),
-           "lookup": bench_texture_lookup(), "generator": bench_generator_widths()}  # fmt: skip
+           "lookup": bench_texture_lookup(), "generator": bench_generator_widths(),
+           "attention_threads": bench_attention_threads()}  # fmt: skip
     print(json.dumps(out, indent=1))
